@@ -1,0 +1,434 @@
+"""The Redis state store behind pipelines: per-key operator state and checkpoints.
+
+Values are opaque bytes: callers serialise (and sign, DESIGN.md §5) before they store anything.
+
+Key layout (``namespace`` and ``pipeline`` never contain ``:``, so no two layouts can collide):
+
+| what                         | Redis key                          | type   |
+|------------------------------|------------------------------------|--------|
+| per-key state                | ``eddy:<namespace>:kv:<key>``      | string |
+| newest checkpoint            | ``eddy:<pipeline>:checkpoint``     | hash   |
+| the checkpoint before it     | ``eddy:<pipeline>:checkpoint:prev`` | hash   |
+
+A checkpoint hash has the fields ``state`` (bytes), ``offsets`` (JSON ``{"topic:partition": next_offset}``),
+``events``, ``created_at`` and ``meta`` (JSON). :meth:`StateStore.write_checkpoint` copies the newest one to
+``:prev`` and writes the new one in a single MULTI/EXEC, so a reader (HGETALL, one command) never sees the state of
+one checkpoint with the offsets of another.
+
+Redis going away must not lose anything or crash a worker: every operation retries on connection errors and
+timeouts with exponential backoff (50 ms doubling to 2 s) until ``retry_timeout_s`` (None: forever), then raises
+:class:`StateUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from pydantic import BaseModel, Field, field_validator
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "eddy"
+RETRY_FIRST_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 2.0
+SOCKET_TIMEOUT_S = 5.0
+HEALTH_CHECK_INTERVAL_S = 10
+_SCAN_COUNT = 1000
+_URL_SCHEMES = ("redis", "rediss", "unix")
+_RETRIED_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StateUnavailableError(RuntimeError):
+    """Redis stayed unreachable for longer than ``retry_timeout_s``; the message says which URL and how long."""
+
+
+def offset_key(topic: str, partition: int) -> str:
+    """The checkpoint offsets key for one topic partition: ``"topic:partition"``.
+
+    >>> offset_key("live.interactions", 3)
+    'live.interactions:3'
+    """
+    if not topic or ":" in topic:
+        raise ValueError(
+            f"topic must be a non-empty name without ':' (got {topic!r}); Kafka topic names never have one"
+        )
+    if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+        raise ValueError(f"partition must be an int >= 0 (got {partition!r})")
+    return f"{topic}:{partition}"
+
+
+def parse_offset_key(text: str) -> tuple[str, int]:
+    """The ``(topic, partition)`` of an offsets key made by :func:`offset_key`.
+
+    >>> parse_offset_key("rl.cart-pole.obs:12")
+    ('rl.cart-pole.obs', 12)
+    """
+    topic, sep, partition = text.rpartition(":")
+    if not sep or not topic or ":" in topic or not partition.isdigit():
+        raise ValueError(f"offsets key must look like 'topic:partition', e.g. 'live.interactions:0' (got {text!r})")
+    return topic, int(partition)
+
+
+def _check_name(what: str, value: object) -> str:
+    """A namespace or pipeline name: non-empty text without ':' (the key separator)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string (got {value!r})")
+    if ":" in value:
+        raise ValueError(f"{what} must not contain ':' because it separates the parts of Redis keys (got {value!r})")
+    return value
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"key must be a non-empty string (got {key!r})")
+    return key
+
+
+def _check_value(key: str, value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError(
+            f"value for key {key!r} must be bytes (got {type(value).__name__}); serialise it first, "
+            "e.g. json.dumps(obj).encode() or a signed pickle"
+        )
+    return value
+
+
+class Checkpoint(BaseModel):
+    """Operator state plus the input offsets it covers; both are written in one transaction."""
+
+    pipeline: str
+    state: bytes
+    offsets: dict[str, int] = Field(default_factory=dict)
+    events: int = 0
+    created_at: float = Field(default_factory=time.time)
+    meta: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _check_pipeline(cls, value: str) -> str:
+        return _check_name("pipeline", value)
+
+    @field_validator("offsets")
+    @classmethod
+    def _check_offsets(cls, value: dict[str, int]) -> dict[str, int]:
+        for key, offset in value.items():
+            parse_offset_key(key)
+            if offset < 0:
+                raise ValueError(f"offset for {key!r} must be >= 0 (got {offset})")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"events must be >= 0 (got {value})")
+        return value
+
+    def to_fields(self) -> dict[str, bytes]:
+        """The Redis hash fields of this checkpoint."""
+        return {
+            "state": self.state,
+            "offsets": json.dumps(self.offsets, sort_keys=True).encode(),
+            "events": str(self.events).encode(),
+            "created_at": repr(self.created_at).encode(),
+            "meta": json.dumps(self.meta, sort_keys=True).encode(),
+        }
+
+    @classmethod
+    def from_fields(cls, pipeline: str, fields: Mapping[bytes, bytes]) -> Checkpoint:
+        """The checkpoint stored in a Redis hash (as HGETALL returns it)."""
+        try:
+            return cls(
+                pipeline=pipeline,
+                state=fields[b"state"],
+                offsets=json.loads(fields[b"offsets"]),
+                events=int(fields[b"events"]),
+                created_at=float(fields[b"created_at"]),
+                meta=json.loads(fields[b"meta"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(
+                f"checkpoint of pipeline {pipeline!r} in Redis is malformed ({exc}); "
+                "delete it with StateStore.delete_checkpoint and let the pipeline write a new one"
+            ) from exc
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"state URL must be a non-empty string like 'redis://host:6379/0' (got {url!r})")
+    if url == "embedded":
+        raise ValueError(
+            "state URL 'embedded' must be resolved first: "
+            "connectors.embedded.ensure_service(REDIS, home) returns the redis:// URL of the embedded server"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in _URL_SCHEMES:
+        raise ValueError(f"state URL must start with redis://, rediss:// or unix:// (got {redact_url(url)!r})")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"state URL has a port that is not a number (got {redact_url(url)!r})") from None
+    db = parts.path.lstrip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise ValueError(f"state URL must end with a database number, e.g. '/0' (got {redact_url(url)!r})")
+    return url
+
+
+def _retried(method: Callable[Concatenate[StateStore, P], T]) -> Callable[Concatenate[StateStore, P], T]:
+    """Run a :class:`StateStore` method through :meth:`StateStore._call_with_retry` (the one retry mechanism)."""
+
+    @functools.wraps(method)
+    def wrapper(self: StateStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call_with_retry(method.__name__.lstrip("_"), lambda: method(self, *args, **kwargs))
+
+    return wrapper
+
+
+class StateStore:
+    """Per-key operator state and checkpoints in Redis (see the module docstring for the key layout).
+
+    Parameters
+    ----------
+    url
+        ``redis://host:port/db`` (``rediss://`` for TLS, ``unix:///path.sock``).
+    retry_timeout_s
+        How long an operation keeps retrying while Redis is unreachable before it raises
+        :class:`StateUnavailableError`; None waits forever (a worker should rather stall than lose state).
+    on_retry
+        Called with the error and the attempt number (1, 2, ...) before each retry; an exception it raises
+        aborts the operation.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry_timeout_s: float | None = None,
+        on_retry: Callable[[Exception, int], None] | None = None,
+    ) -> None:
+        self.url = _check_url(url)
+        if retry_timeout_s is not None and retry_timeout_s < 0:
+            raise ValueError(f"retry_timeout_s must be >= 0 or None to wait forever (got {retry_timeout_s})")
+        self.retry_timeout_s = retry_timeout_s
+        self.on_retry = on_retry
+        self.retries = 0
+        self._retries_lock = threading.Lock()
+        try:
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                socket_connect_timeout=SOCKET_TIMEOUT_S,
+                health_check_interval=HEALTH_CHECK_INTERVAL_S,
+                retry=Retry(NoBackoff(), 0),  # our retry loop is the only one, so every retry is counted
+            )
+        except ValueError as exc:
+            raise ValueError(f"state URL {redact_url(url)!r} is not usable: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"StateStore({redact_url(self.url)!r})"
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool; the store can not be used afterwards."""
+        self._redis.close()
+
+    def ping(self) -> bool:
+        """True when Redis answers right now (no retries: health checks want the current truth)."""
+        try:
+            return bool(self._redis.ping())
+        except _RETRIED_ERRORS:
+            return False
+
+    # -- the one retry mechanism ------------------------------------------------------------------------------------
+
+    def _call_with_retry(self, what: str, operation: Callable[[], T]) -> T:
+        """Run ``operation``, retrying on connection errors and timeouts with exponential backoff."""
+        attempt = 0
+        started = time.monotonic()
+        delay = RETRY_FIRST_DELAY_S
+        while True:
+            try:
+                result = operation()
+            except _RETRIED_ERRORS as exc:
+                attempt += 1
+                waited = time.monotonic() - started
+                if self.retry_timeout_s is not None and waited >= self.retry_timeout_s:
+                    raise StateUnavailableError(
+                        f"Redis state store at {redact_url(self.url)} unreachable for {waited:.1f}s "
+                        f"({attempt} attempts at {what}, last error: {exc}); check that redis-server is running "
+                        f"there, or raise retry_timeout_s (now {self.retry_timeout_s}s, None waits forever)"
+                    ) from exc
+                with self._retries_lock:
+                    self.retries += 1
+                if attempt == 1:
+                    log.warning(
+                        "Redis state store at %s unreachable during %s, retrying: %s",
+                        redact_url(self.url),
+                        what,
+                        exc,
+                        extra={"url": redact_url(self.url), "operation": what},
+                    )
+                if self.on_retry is not None:
+                    self.on_retry(exc, attempt)
+                pause = delay
+                if self.retry_timeout_s is not None:
+                    pause = min(pause, max(0.0, started + self.retry_timeout_s - time.monotonic()))
+                time.sleep(pause)
+                delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                continue
+            if attempt:
+                log.info(
+                    "Redis state store at %s is back after %.1fs (%d retries during %s)",
+                    redact_url(self.url),
+                    time.monotonic() - started,
+                    attempt,
+                    what,
+                    extra={"url": redact_url(self.url), "operation": what, "attempts": attempt},
+                )
+            return result
+
+    # -- per-key state ----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def kv_key(namespace: str, key: str) -> str:
+        """The Redis key of one state entry: ``eddy:<namespace>:kv:<key>``."""
+        return f"{KEY_PREFIX}:{_check_name('namespace', namespace)}:kv:{_check_key(key)}"
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        """The value stored under ``key``, or None."""
+        return self._get(self.kv_key(namespace, key))
+
+    @_retried
+    def _get(self, redis_key: str) -> bytes | None:
+        value: bytes | None = self._redis.get(redis_key)
+        return value
+
+    def put(self, namespace: str, key: str, value: bytes) -> None:
+        """Store ``value`` under ``key`` (overwrites)."""
+        self._put_many({self.kv_key(namespace, key): _check_value(key, value)})
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """The values of several keys in one round trip; missing ones map to None."""
+        wanted = list(keys)
+        redis_keys = [self.kv_key(namespace, key) for key in wanted]
+        if not redis_keys:
+            return {}
+        return dict(zip(wanted, self._mget(redis_keys), strict=True))
+
+    @_retried
+    def _mget(self, redis_keys: list[str]) -> list[bytes | None]:
+        values: list[bytes | None] = self._redis.mget(redis_keys)
+        return values
+
+    def put_many(self, namespace: str, items: Mapping[str, bytes]) -> None:
+        """Store several values in one pipelined MULTI/EXEC: all of them or (on an error) none."""
+        checked = {self.kv_key(namespace, key): _check_value(key, value) for key, value in items.items()}
+        if checked:
+            self._put_many(checked)
+
+    @_retried
+    def _put_many(self, items: dict[str, bytes]) -> None:
+        if len(items) == 1:
+            [(redis_key, value)] = items.items()
+            self._redis.set(redis_key, value)
+            return
+        with self._redis.pipeline(transaction=True) as pipe:
+            for redis_key, value in items.items():
+                pipe.set(redis_key, value)
+            pipe.execute()
+
+    def delete(self, namespace: str, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+        self._delete(self.kv_key(namespace, key))
+
+    @_retried
+    def _delete(self, *redis_keys: str) -> None:
+        self._redis.delete(*redis_keys)
+
+    def keys(self, namespace: str) -> list[str]:
+        """All keys stored in ``namespace``, sorted (SCAN, so Redis is never blocked by a large namespace)."""
+        prefix = f"{KEY_PREFIX}:{_check_name('namespace', namespace)}:kv:"
+        return sorted(name.decode()[len(prefix) :] for name in self._scan(_glob_escape(prefix) + "*"))
+
+    @_retried
+    def _scan(self, pattern: str) -> set[bytes]:
+        return set(self._redis.scan_iter(match=pattern, count=_SCAN_COUNT))
+
+    # -- checkpoints ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def checkpoint_key(pipeline: str, *, previous: bool = False) -> str:
+        """The Redis key of a pipeline's newest checkpoint (or of the one before it)."""
+        key = f"{KEY_PREFIX}:{_check_name('pipeline', pipeline)}:checkpoint"
+        return f"{key}:prev" if previous else key
+
+    def write_checkpoint(self, cp: Checkpoint) -> None:
+        """Make ``cp`` the newest checkpoint and keep the one it replaces as ``:prev``, in one MULTI/EXEC."""
+        if not isinstance(cp, Checkpoint):
+            raise ValueError(f"write_checkpoint takes a Checkpoint (got {type(cp).__name__})")
+        self._write_checkpoint(self.checkpoint_key(cp.pipeline), cp.to_fields())
+
+    @_retried
+    def _write_checkpoint(self, key: str, fields: dict[str, bytes]) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.copy(key, f"{key}:prev", replace=True)  # a no-op when there is no checkpoint yet
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis stubs want str/bytes unions
+            pipe.execute()
+
+    def read_checkpoint(self, pipeline: str, *, previous: bool = False) -> Checkpoint | None:
+        """The newest checkpoint of ``pipeline`` (or the one before it), or None if there is none."""
+        fields = self._hgetall(self.checkpoint_key(pipeline, previous=previous))
+        return Checkpoint.from_fields(pipeline, fields) if fields else None
+
+    @_retried
+    def _hgetall(self, key: str) -> dict[bytes, bytes]:
+        fields: dict[bytes, bytes] = self._redis.hgetall(key)
+        return fields
+
+    def delete_checkpoint(self, pipeline: str) -> None:
+        """Remove the newest checkpoint of ``pipeline`` and the one before it."""
+        self._delete(self.checkpoint_key(pipeline), self.checkpoint_key(pipeline, previous=True))
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with the Redis glob characters escaped, so SCAN MATCH takes it literally."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+__all__: list[str] = [
+    "Checkpoint",
+    "StateStore",
+    "StateUnavailableError",
+    "offset_key",
+    "parse_offset_key",
+    "redact_url",
+]

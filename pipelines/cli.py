@@ -1,0 +1,309 @@
+"""The ``eddy`` command line: thin shells over library functions (every command has ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterable, Sequence
+
+from connectors.messages import ModelUpdate
+from connectors.registry import ModelRegistry, RegistryError
+from rich.console import Console
+
+from connectors.bus import BusError, KafkaBus
+from connectors.embedded import SERVICE_KINDS, EmbeddedServiceError, stop_recorded
+from connectors.services import ResolvedServices, embedded_status, resolve_services, running_services
+from connectors.settings import Settings, SettingsError
+from pipelines.follower import announce
+from pipelines.serialization import project_secret
+from pipelines.spec import SpecError, load_specs, spec_json_schema
+
+log = logging.getLogger("eddy")
+Handler = Callable[[argparse.Namespace, Settings, Console], int]
+
+
+def _registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(settings.registry_uri, settings.artifacts_dir)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Start the embedded broker and Redis in the background for this project directory."""
+    resolved = resolve_services(settings, detached=True)
+    console.print(f"broker   {resolved.broker_url}\nstate    {resolved.state_url}\nregistry {resolved.registry_uri}")
+    console.print("stop them with 'eddy down'")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Stop the embedded services of this project directory."""
+    stopped = [kind.name for kind in SERVICE_KINDS if stop_recorded(kind, settings.home)]
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "no embedded services were running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Show where each service is and whether the embedded ones are running."""
+    embedded = embedded_status(settings)
+    rows = {
+        "broker": settings.broker if settings.broker != "embedded" else embedded["broker"],
+        "state": settings.state if settings.state != "embedded" else embedded["redis"],
+        "registry": settings.registry_uri,
+    }
+    for name, url in rows.items():
+        console.print(f"{name:<9}{url or 'embedded, not running (eddy up starts it)'}")
+    return 0
+
+
+def _run_worker(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from pipelines.worker import Worker
+
+    specs = load_specs(args.specs)
+    secret = project_secret(settings.secret, settings.home)
+
+    async def main(services: ResolvedServices) -> None:
+        worker = Worker(
+            specs,
+            services,
+            secret=secret,
+            port=args.port,
+            partitions=args.partitions,
+            stall_threshold_s=args.stall_threshold,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"running {', '.join(s.name for s in specs)}; metrics on :{args.port}/metrics (Ctrl-C stops)")
+        await worker.run(stop)
+
+    with running_services(settings) as services:
+        asyncio.run(main(services))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The main job of ``make run``."""
+    from pipelines.demo import DemoOptions, run_demo
+
+    options = DemoOptions(events=args.events, rate=args.rate, port=args.port, seed=args.seed)
+    secret = project_secret(settings.secret, settings.home)
+    with running_services(settings) as services:
+        return asyncio.run(run_demo(services, options, secret, console))
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Create, list and describe topics."""
+    with running_services(settings) as services:
+        bus = KafkaBus(services.broker_url)
+        if args.topics_command == "create":
+            created = bus.create_topics(args.names, args.partitions, compacted=args.compacted)
+            for name in args.names:
+                console.print(f"{name}: {'created' if name in created else 'exists'}")
+        elif args.topics_command == "list":
+            for name in bus.list_topics():
+                print(name)
+        else:
+            info = bus.describe(args.name)
+            print(json.dumps({"topic": info.name, "partitions": info.partitions, "messages": info.messages}))
+    return 0
+
+
+def _read_lines(path: str | None) -> Iterable[str]:
+    if path is None or path == "-":
+        yield from sys.stdin
+        return
+    with open(path, encoding="utf-8") as handle:
+        yield from handle
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Produce one message per JSONL line (from a file or stdin), keyed by a field when asked."""
+    values: list[bytes] = []
+    keys: list[bytes | None] = []
+    for number, line in enumerate(_read_lines(args.file), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BusError(f"line {number} is not JSON ({exc.msg}); each line must be one JSON object") from None
+        key = record.get(args.key) if args.key and isinstance(record, dict) else None
+        values.append(line.strip().encode())
+        keys.append(str(key).encode() if key is not None else None)
+    with running_services(settings) as services:
+        bus = KafkaBus(services.broker_url)
+        bus.partitions(args.topic)
+        sent = bus.produce(args.topic, values, keys)
+    console.print(f"produced {sent} messages to {args.topic}", highlight=False)
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Print messages of a topic, one per line (base64 under 'value_b64' when not UTF-8)."""
+    with running_services(settings) as services:
+        bus = KafkaBus(services.broker_url)
+        records = bus.iter_records(args.topic, args.limit, timeout_s=args.timeout, from_beginning=args.from_beginning)
+        for record in records:
+            try:
+                text = record.value.decode("utf-8")
+                print(text if not args.meta else json.dumps({**_meta(record), "value": text}), flush=True)
+            except UnicodeDecodeError:
+                print(json.dumps({**_meta(record), "value_b64": base64.b64encode(record.value).decode()}), flush=True)
+    return 0
+
+
+def _meta(record: object) -> dict[str, object]:
+    key = getattr(record, "key", None)
+    return {
+        "partition": getattr(record, "partition", None),
+        "offset": getattr(record, "offset", None),
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+    }
+
+
+def cmd_spec(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Validate spec files or print the JSON schema."""
+    if args.spec_command == "schema":
+        print(json.dumps(spec_json_schema(), indent=2))
+        return 0
+    specs = load_specs(args.files)
+    for path, spec in zip(args.files, specs, strict=True):
+        console.print(f"{path}: ok (pipeline {spec.name!r})", highlight=False)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """List model versions, promote a version to an alias, roll an alias back."""
+    registry = _registry(settings)
+    if args.models_command == "list":
+        if args.model:
+            for version in registry.list_versions(args.model):
+                print(version.model_dump_json())
+        else:
+            for model in registry.list_models():
+                print(model.model_dump_json())
+        return 0
+    if args.models_command == "promote":
+        info = registry.promote(args.model, args.version, alias=args.alias)
+    else:
+        info = registry.rollback(args.model, alias=args.alias)
+    with running_services(settings) as services:
+        announce(
+            KafkaBus(services.broker_url),
+            ModelUpdate(model=info.model, version=info.version, alias=args.alias, uri=info.uri),
+        )
+    console.print(f"models:/{info.model}@{args.alias} -> version {info.version}", highlight=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="eddy",
+        description="Eddy: streaming ML on Kafka topics. Services come from EDDY_BROKER, EDDY_STATE, "
+        "EDDY_REGISTRY (default: embedded ones under EDDY_HOME=.eddy).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    add("up", cmd_up, "start the embedded broker and Redis in the background")
+    add("down", cmd_down, "stop the embedded services started by 'eddy up'")
+    add("status", cmd_status, "show where the broker, state store and registry are")
+
+    run = add("run", _run_worker, "run pipelines from spec files in one worker")
+    run.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline YAML files")
+    run.add_argument("--port", type=int, default=9400, help="port of /metrics, /readyz, /status (default 9400)")
+    run.add_argument("--partitions", type=int, default=1, help="partitions for topics this creates (default 1)")
+    run.add_argument(
+        "--stall-threshold",
+        type=float,
+        default=60.0,
+        help="seconds without progress while lag > 0 before /readyz fails and an error is logged (default 60)",
+    )
+
+    demo = add("demo", cmd_demo, "an online learner on a drifting stream, all on embedded services")
+    demo.add_argument("--events", type=int, default=None, help="stop after N events and exit 0 (default: run on)")
+    demo.add_argument("--rate", type=float, default=2000.0, help="events per second produced (default 2000)")
+    demo.add_argument("--port", type=int, default=9400, help="port of /metrics (default 9400)")
+    demo.add_argument("--seed", type=int, default=42, help="seed of the synthetic stream")
+
+    topics = add("topics", cmd_topics, "create, list or describe topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = topics_sub.add_parser("create", help="create topics", description="create topics")
+    create.add_argument("names", nargs="+", metavar="TOPIC")
+    create.add_argument("--partitions", type=int, default=1)
+    create.add_argument("--compacted", action="store_true", help="cleanup.policy=compact")
+    topics_sub.add_parser("list", help="list topics", description="list topics")
+    describe = topics_sub.add_parser("describe", help="partitions and message counts", description="describe a topic")
+    describe.add_argument("name", metavar="TOPIC")
+
+    produce = add("produce", cmd_produce, "produce JSONL lines (file or stdin) to a topic")
+    produce.add_argument("topic", metavar="TOPIC")
+    produce.add_argument("file", nargs="?", default=None, help="JSONL file (default: stdin)")
+    produce.add_argument("--key", metavar="FIELD", help="use this field of each record as the message key")
+
+    consume = add("consume", cmd_consume, "print messages of a topic")
+    consume.add_argument("topic", metavar="TOPIC")
+    consume.add_argument("--from-beginning", action="store_true", help="start at the oldest message")
+    consume.add_argument("--limit", type=int, default=None, help="stop after N messages")
+    consume.add_argument("--timeout", type=float, default=None, help="stop after S seconds without messages")
+    consume.add_argument("--meta", action="store_true", help="print partition, offset and key with each value")
+
+    spec = add("spec", cmd_spec, "validate pipeline specs or print their JSON schema")
+    spec_sub = spec.add_subparsers(dest="spec_command", required=True, metavar="ACTION")
+    validate = spec_sub.add_parser("validate", help="validate spec files", description="validate spec files")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    spec_sub.add_parser("schema", help="print the JSON schema of a spec", description="print the JSON schema")
+
+    models = add("models", cmd_models, "list, promote and roll back model versions")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    mlist = models_sub.add_parser("list", help="list models or one model's versions", description="list models")
+    mlist.add_argument("model", nargs="?", default=None)
+    promote = models_sub.add_parser("promote", help="point an alias at a version", description="promote a version")
+    promote.add_argument("model")
+    promote.add_argument("version")
+    promote.add_argument("--alias", default="champion")
+    rollback = models_sub.add_parser(
+        "rollback", help="move an alias back to its previous version", description="roll an alias back"
+    )
+    rollback.add_argument("model")
+    rollback.add_argument("--alias", default="champion")
+    return parser
+
+
+USER_ERRORS = (SpecError, SettingsError, BusError, RegistryError, EmbeddedServiceError, ValueError, OSError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``eddy`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    console = Console(stderr=True)
+    try:
+        settings = Settings.from_env()
+        handler: Handler = args.handler
+        return handler(args, settings, console)
+    except USER_ERRORS as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

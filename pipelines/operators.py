@@ -1,0 +1,358 @@
+"""Operator adapters: what a pipeline runs on each micro-batch, independent of Kafka and Faust.
+
+An operator takes decoded :class:`Record` s and returns :class:`Output` s. Three adapters cover the modes of a
+pipeline spec:
+
+- :class:`LearnerOperator` (``mode: learn``) hosts any River-compatible learner (``predict_one``/``learn_one``)
+  prequentially: for each labelled record it predicts, scores the prediction, then learns.
+- :class:`ServingOperator` (``mode: serve``) predicts with a model that the runtime swaps between batches.
+- :class:`RelayOperator` (``mode: relay``) forwards validated records unchanged (the no-op used by benchmarks).
+
+Operators are plain synchronous objects: the runtime calls them from one executor thread per pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from connectors.messages import Event, Message, Prediction, encode
+from river import drift, metrics
+
+from learners.metrics import KappaM
+from pipelines.spec import PipelineSpec, resolve_operator
+
+Features = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an input record came from, and its bytes (kept for dead letters and relaying)."""
+
+    raw: bytes
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One decoded input message and its source."""
+
+    message: Message
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One message for a declared output (by its name in ``spec.outputs``)."""
+
+    output: str
+    key: bytes | None
+    value: bytes
+    source_timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record the operator could not process; it goes to the dead-letter topic with the reason."""
+
+    source: Source
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    """What one micro-batch produced: outputs in input order, and the records that failed."""
+
+    outputs: list[Output] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class RecordRejected(ValueError):
+    """A record that decodes but that this operator cannot use; it goes to the dead-letter topic."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Operator(Protocol):
+    """What the runtime needs from an operator."""
+
+    def validate(self, message: Message) -> None:
+        """Raise :class:`RecordRejected` for a record this operator cannot process."""
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """Handle one micro-batch: outputs in input order; a record that makes the model raise is rejected."""
+
+    def state(self) -> Any:
+        """Everything needed to resume exactly where this operator is (checkpointed with the input offsets)."""
+
+    def load_state(self, state: Any) -> None:
+        """Resume from :meth:`state`'s value."""
+
+    def scores(self) -> dict[str, float]:
+        """Current prequential metrics by name."""
+
+
+def features_and_label(message: Message, target: str | None) -> tuple[Features, Any]:
+    """Split a message into model features and its label (None when unlabelled).
+
+    ``event/v1`` carries both; for other schemas the features are the message's scalar fields plus its feature
+    or context dict, and ``target`` names the field that holds the label.
+    """
+    if isinstance(message, Event) and target is None:
+        return message.features, message.label
+    fields = message.model_dump(exclude={"ts"})
+    features: Features = {}
+    for name, value in fields.items():
+        if isinstance(value, Mapping):
+            features.update(value)
+        elif isinstance(value, int | float | str | bool):
+            features[name] = value
+    label = features.pop(target, None) if target else None
+    return features, label
+
+
+METRICS: dict[str, Callable[[], Any]] = {
+    "accuracy": metrics.Accuracy,
+    "kappa_m": KappaM,
+    "log_loss": metrics.LogLoss,
+    "mae": metrics.MAE,
+    "rmse": metrics.RMSE,
+}
+DETECTORS: dict[str, Callable[[], Any]] = {
+    "adwin": drift.ADWIN,
+    "page_hinkley": drift.PageHinkley,
+    "kswin": drift.KSWIN,
+}
+
+
+@dataclass
+class Scoreboard:
+    """Prequential metrics and an optional drift detector on the error stream."""
+
+    metrics: dict[str, Any]
+    detector: Any | None
+    drifts: int = 0
+    labelled: int = 0
+    last_drift_at: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec) -> Scoreboard:
+        """The metrics and detector that ``spec.monitor`` names (accuracy and no detector by default)."""
+        names = list(spec.monitor.metrics) if spec.monitor else ["accuracy"]
+        detector_name = spec.monitor.detector if spec.monitor else "none"
+        detector = DETECTORS[detector_name]() if detector_name in DETECTORS else None
+        return cls({name: METRICS[name]() for name in names}, detector)
+
+    def update(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
+        """Score one prediction; feeds the 0/1 error (or absolute error) to the drift detector."""
+        self.labelled += 1
+        for name, metric in self.metrics.items():
+            if name == "log_loss":
+                if proba is not None:
+                    metric.update(y_true, proba.get(True, proba.get(1, 0.0)))
+            elif y_pred is not None:
+                metric.update(y_true, y_pred)
+        if self.detector is not None and y_pred is not None:
+            error = float(y_true != y_pred) if not isinstance(y_true, float) else abs(y_true - float(y_pred))
+            self.detector.update(error)
+            if self.detector.drift_detected:
+                self.drifts += 1
+                self.last_drift_at = self.labelled
+
+    def values(self) -> dict[str, float]:
+        """Metric values by name, NaN-free."""
+        out: dict[str, float] = {}
+        for name, metric in self.metrics.items():
+            value = float(metric.get())
+            out[name] = value if math.isfinite(value) else 0.0
+        return out
+
+
+def _prediction(spec: PipelineSpec, record: Record, y_pred: Any, proba: Any, label: Any, version: str | None) -> Output:
+    source = record.source
+    message = Prediction(
+        pipeline=spec.name,
+        key=source.key.decode("utf-8", "replace") if source.key is not None else None,
+        ts=time.time(),
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        prediction=y_pred,
+        proba={str(k): float(v) for k, v in proba.items()} if proba else None,
+        label=label,
+        model_version=version,
+    )
+    return Output("predictions", source.key, encode(message), source.timestamp_ms)
+
+
+def _predict(model: Any, x: Features) -> tuple[Any, dict[Any, float] | None]:
+    proba_fn = getattr(model, "predict_proba_one", None)
+    if proba_fn is not None:
+        proba = proba_fn(x)
+        if proba:
+            return max(proba, key=proba.__getitem__), proba
+    return model.predict_one(x), None
+
+
+@dataclass
+class LearnerOperator:
+    """Prequential host for a River-compatible learner: predict, score, then learn, one record at a time."""
+
+    spec: PipelineSpec
+    learner: Any
+    scoreboard: Scoreboard
+    learned: int = 0
+    version: str | None = field(default=None)
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec) -> LearnerOperator:
+        """Build the learner that ``spec.operator.use`` names with ``spec.operator.params``."""
+        factory = resolve_operator(spec)
+        return cls(spec, factory(**spec.operator.params), Scoreboard.from_spec(spec))
+
+    def validate(self, message: Message) -> None:
+        """Learning needs a label: an unlabelled record is rejected with reason ``missing_label``."""
+        _, label = features_and_label(message, self.spec.operator.target)
+        if label is None:
+            where = f"field {self.spec.operator.target!r}" if self.spec.operator.target else "'label'"
+            raise RecordRejected("missing_label", f"record has no label in {where}; learn mode needs one")
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """Predict, score and learn each record in order; one prediction per record."""
+        result = BatchResult()
+        target = self.spec.operator.target
+        for record in records:
+            x, y = features_and_label(record.message, target)
+            try:
+                y_pred, proba = _predict(self.learner, x)
+                self.learner.learn_one(x, y)
+            except Exception as exc:  # a record the model cannot take must not stop the worker
+                result.rejected.append(Rejection(record.source, "operator_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            self.scoreboard.update(y, y_pred, proba)
+            self.learned += 1
+            result.outputs.append(_prediction(self.spec, record, y_pred, proba, y, self.version))
+        return result
+
+    def state(self) -> Any:
+        """Learner, metrics, detector and the count of learned events."""
+        return {"learner": self.learner, "scoreboard": self.scoreboard, "learned": self.learned}
+
+    def load_state(self, state: Any) -> None:
+        """Resume from a checkpoint."""
+        self.learner = state["learner"]
+        self.scoreboard = state["scoreboard"]
+        self.learned = state["learned"]
+
+    def scores(self) -> dict[str, float]:
+        """Current prequential metrics."""
+        return self.scoreboard.values()
+
+
+@dataclass
+class ServingOperator:
+    """Predicts with the model the runtime last swapped in; scores predictions of records that carry labels."""
+
+    spec: PipelineSpec
+    scoreboard: Scoreboard
+    model: Any = None
+    version: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec) -> ServingOperator:
+        """A serving operator with no model yet; the runtime swaps one in before the first batch."""
+        return cls(spec, Scoreboard.from_spec(spec))
+
+    def swap(self, model: Any, version: str) -> None:
+        """Replace the model; called by the runtime between batches only."""
+        self.model = model
+        self.version = version
+
+    def validate(self, message: Message) -> None:
+        """Serving accepts labelled and unlabelled records alike."""
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """One prediction per record with the current model."""
+        if self.model is None:
+            raise RuntimeError(f"pipeline {self.spec.name!r}: no model to serve yet")
+        result = BatchResult()
+        target = self.spec.operator.target
+        for record in records:
+            x, y = features_and_label(record.message, target)
+            try:
+                y_pred, proba = _predict(self.model, x)
+            except Exception as exc:  # a record the model cannot take must not stop the worker
+                result.rejected.append(Rejection(record.source, "operator_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            if y is not None:
+                self.scoreboard.update(y, y_pred, proba)
+            result.outputs.append(_prediction(self.spec, record, y_pred, proba, y, self.version))
+        return result
+
+    def state(self) -> Any:
+        """Serving state is the metrics only: the model itself comes from the registry."""
+        return {"scoreboard": self.scoreboard}
+
+    def load_state(self, state: Any) -> None:
+        """Resume metrics from a checkpoint."""
+        self.scoreboard = state["scoreboard"]
+
+    def scores(self) -> dict[str, float]:
+        """Current metrics on labelled records."""
+        return self.scoreboard.values()
+
+
+@dataclass
+class RelayOperator:
+    """Forwards each validated record's bytes unchanged to the ``predictions`` output."""
+
+    spec: PipelineSpec
+    relayed: int = 0
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec) -> RelayOperator:
+        """A relay needs nothing from the spec beyond its outputs."""
+        return cls(spec)
+
+    def validate(self, message: Message) -> None:
+        """Any record that decodes is relayed."""
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """The input bytes, in order."""
+        self.relayed += len(records)
+        return BatchResult([Output("predictions", r.source.key, r.source.raw, r.source.timestamp_ms) for r in records])
+
+    def state(self) -> Any:
+        """The relayed count (so that a restart resumes it)."""
+        return {"relayed": self.relayed}
+
+    def load_state(self, state: Any) -> None:
+        """Resume the relayed count."""
+        self.relayed = state["relayed"]
+
+    def scores(self) -> dict[str, float]:
+        """A relay scores nothing."""
+        return {}
+
+
+OPERATOR_MODES: dict[str, Callable[[PipelineSpec], Operator]] = {
+    "learn": LearnerOperator.from_spec,
+    "serve": ServingOperator.from_spec,
+    "relay": RelayOperator.from_spec,
+}
+
+
+def build_operator(spec: PipelineSpec) -> Operator:
+    """The operator adapter for ``spec.operator.mode``."""
+    return OPERATOR_MODES[spec.operator.mode](spec)

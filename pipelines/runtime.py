@@ -1,0 +1,418 @@
+"""The pipeline runtime: one Faust app per worker, one agent per pipeline spec.
+
+Each agent takes micro-batches (``stream.take_events(batch.max, batch.within_ms)``), decodes and validates them
+(bad records go to ``<pipeline>.dlq``), runs the operator on an executor thread so that fetching, heartbeats and
+producing go on, sends the outputs, then checkpoints and publishes by policy.
+
+Exactly-once learning: a checkpoint is the operator state plus the next offset of every input partition, written
+in one Redis transaction after the outputs it covers were flushed. On partition assignment the runner restores the
+newest checkpoint and seeks the consumer to its offsets; records below those offsets that still arrive (a
+re-delivery) are skipped. A worker killed at any instant therefore re-learns nothing and skips nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from connectors.messages import DeadLetter, DecodeError, ModelUpdate, decode, encode
+from connectors.registry import ModelRegistry
+from connectors.state import Checkpoint, StateStore, offset_key, parse_offset_key
+from faust.types import TP
+
+from connectors.bus import KafkaBus
+from pipelines.follower import MODELS_TOPIC, ModelFollower, update_key
+from pipelines.metrics import WorkerMetrics
+from pipelines.operators import (
+    LearnerOperator,
+    Output,
+    Record,
+    RecordRejected,
+    Rejection,
+    ServingOperator,
+    Source,
+    build_operator,
+)
+from pipelines.serialization import dump_state, load_state
+from pipelines.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineStatus:
+    """A snapshot for status lines, ``/status`` and tests."""
+
+    pipeline: str
+    events_in: int
+    learned: int
+    dead_letters: int
+    outputs: int
+    lag: int
+    scores: dict[str, float]
+    model_version: str | None
+    checkpoints: int
+    published: int
+    drifts: int
+    max_stall_s: float
+    partitions: list[str] = field(default_factory=list)
+
+
+class PipelineRunner:
+    """Runs one pipeline spec inside a worker's Faust app."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        app: faust.App,
+        *,
+        store: StateStore,
+        registry: ModelRegistry | None,
+        bus: KafkaBus,
+        metrics: WorkerMetrics,
+        secret: bytes,
+    ) -> None:
+        self.spec = spec
+        self.app = app
+        self.store = store
+        self.registry = registry
+        self.bus = bus
+        self.metrics = metrics
+        self.secret = secret
+        self.operator = build_operator(spec)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eddy-{spec.name}")
+        self.lock = asyncio.Lock()
+        self.next_offsets: dict[TP, int] = {}
+        self.done_offsets: dict[TP, int] = {}
+        self.last_progress: dict[TP, float] = {}
+        self.assigned: set[TP] = set()
+        self.counts = {"in": 0, "out": 0, "dead": 0, "checkpoints": 0, "published": 0}
+        self.since_checkpoint = 0
+        self.last_checkpoint_at = time.monotonic()
+        self.last_published_learned = 0
+        self.stopping = False
+        self.follower: ModelFollower | None = None
+        self.lags: dict[TP, int] = {}
+        self.stalls: dict[TP, float] = {}
+        self.input_topics = set(spec.input.topics)
+        topic = app.topic(*spec.input.topics, value_serializer="raw", key_serializer="raw")
+        app.agent(topic, name=f"eddy.{spec.name}")(self._agent)
+        if isinstance(self.operator, ServingOperator):
+            self.follower = self._make_follower()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def _make_follower(self) -> ModelFollower:
+        registry_spec = self.spec.registry
+        if self.registry is None or registry_spec is None or registry_spec.follow is None:
+            raise ValueError(f"pipeline {self.spec.name!r}: serve mode needs registry.model and registry.follow")
+        return ModelFollower(
+            self.bus,
+            self.registry,
+            registry_spec.model,
+            registry_spec.follow,
+            lambda payload: load_state(payload, self.secret),
+        )
+
+    def start(self) -> None:
+        """Start following the model alias (serve mode)."""
+        if self.follower is not None:
+            self.follower.start()
+
+    async def stop(self) -> None:
+        """Stop taking batches and write a final checkpoint."""
+        self.stopping = True
+        async with self.lock:
+            if self.since_checkpoint:
+                await self._checkpoint()
+        if self.follower is not None:
+            self.follower.stop()
+        self.executor.shutdown(wait=True)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- rebalancing ----------------------------------------------------------------------------------------------
+
+    async def on_assigned(self, assigned: Iterable[TP]) -> None:
+        """Restore the newest checkpoint and seek the newly assigned input partitions to its offsets."""
+        mine = {tp for tp in assigned if tp.topic in self.input_topics}
+        self.assigned = mine
+        now = time.monotonic()
+        self.last_progress.update({tp: now for tp in mine})
+        if not mine:
+            return
+        checkpoint = self.store.read_checkpoint(self.spec.name)
+        if checkpoint is None:
+            log.info("pipeline %s: no checkpoint; starting from committed offsets", self.spec.name)
+            return
+        self.operator.load_state(load_state(checkpoint.state, self.secret))
+        self.counts["in"] = checkpoint.events
+        self.since_checkpoint = 0
+        offsets = {parse_offset_key(k): v for k, v in checkpoint.offsets.items()}
+        for tp in mine:
+            offset = offsets.get((tp.topic, tp.partition))
+            if offset is None:
+                continue
+            self.next_offsets[tp] = self.done_offsets[tp] = offset
+            await self.app.consumer.seek(tp, offset)
+        log.info(
+            "pipeline %s: restored checkpoint of %d events, seeking %s",
+            self.spec.name,
+            checkpoint.events,
+            {f"{tp.topic}:{tp.partition}": self.next_offsets.get(tp) for tp in sorted(mine)},
+        )
+
+    async def on_revoked(self, revoked: Iterable[TP]) -> None:
+        """Checkpoint before partitions move to another worker."""
+        if any(tp.topic in self.input_topics for tp in revoked) and self.since_checkpoint:
+            async with self.lock:
+                await self._checkpoint()
+
+    # -- the agent ------------------------------------------------------------------------------------------------
+
+    async def _agent(self, stream: Any) -> None:  # faust's StreamT stubs lack take_events
+        spec = self.spec
+        async for events in stream.take_events(spec.batch.max, within=spec.batch.within_ms / 1000.0):
+            if self.stopping:
+                continue
+            async with self.lock:
+                await self._swap_model()
+                await self._handle_batch(events)
+                if self._checkpoint_due():
+                    await self._checkpoint()
+                if self._publish_due():
+                    await self._publish()
+
+    async def _handle_batch(self, events: list[Any]) -> None:
+        spec = self.spec
+        name = spec.name
+        records: list[Record] = []
+        rejected: list[Rejection] = []
+        batch_offsets: dict[TP, int] = {}
+        for event in events:
+            msg = event.message
+            tp = msg.tp
+            expected = self.next_offsets.get(tp)
+            if expected is not None and msg.offset < expected:
+                self.metrics.duplicates.labels(name).inc()
+                continue
+            self.done_offsets.setdefault(tp, msg.offset)
+            self.next_offsets[tp] = batch_offsets[tp] = msg.offset + 1
+            raw = msg.value if msg.value is not None else b""
+            source = Source(raw, msg.key, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
+            try:
+                message = decode(raw, spec.input.schema_name, max_bytes=spec.limits.max_message_bytes)
+                self.operator.validate(message)
+            except (DecodeError, RecordRejected) as exc:
+                rejected.append(Rejection(source, exc.reason, exc.detail))
+                continue
+            records.append(Record(message, source))
+        accepted = len(records) + len(rejected)
+        self.counts["in"] += accepted
+        self.since_checkpoint += accepted
+        self.metrics.events_in.labels(name).inc(accepted)
+        self.metrics.batch_size.labels(name).observe(accepted)
+        if records:
+            started = time.perf_counter()
+            result = await self._run(self.operator.process, records)
+            self.metrics.operator_seconds.labels(name).observe(time.perf_counter() - started)
+            rejected.extend(result.rejected)
+            await self._send_outputs(result.outputs)
+        if rejected:
+            await self._send_dead_letters(rejected)
+        self.done_offsets.update(batch_offsets)
+        now = time.monotonic()
+        self.last_progress.update({tp: now for tp in batch_offsets})
+
+    async def _send_outputs(self, outputs: list[Output]) -> None:
+        producer = self.app.producer
+        topics = self.spec.outputs
+        name = self.spec.name
+        for output in outputs:
+            await producer.send(topics[output.output], output.key, output.value, None, None, None)
+        now_ms = time.time() * 1000.0
+        latency = self.metrics.latency.labels(name)
+        for output in outputs:
+            latency.observe(max(0.0, now_ms - output.source_timestamp_ms) / 1000.0)
+        self.counts["out"] += len(outputs)
+        for output_name in {o.output for o in outputs}:
+            self.metrics.events_out.labels(name, output_name).inc(sum(1 for o in outputs if o.output == output_name))
+
+    async def _send_dead_letters(self, rejected: list[Rejection]) -> None:
+        producer = self.app.producer
+        for item in rejected:
+            record = item.source
+            letter = DeadLetter(
+                pipeline=self.spec.name,
+                reason=item.reason,
+                detail=item.detail,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+                raw_b64=base64.b64encode(record.raw).decode(),
+                ts=time.time(),
+            )
+            await producer.send(self.spec.dlq_topic, record.key, encode(letter), None, None, None)
+            self.metrics.dead_letters.labels(self.spec.name, item.reason).inc()
+            log.warning(
+                "pipeline %s: dead letter (%s) from %s:%d@%d: %s",
+                self.spec.name,
+                item.reason,
+                record.topic,
+                record.partition,
+                record.offset,
+                item.detail,
+            )
+        self.counts["dead"] += len(rejected)
+
+    # -- checkpoints, publishing, swapping ------------------------------------------------------------------------
+
+    async def checkpoint_if_due(self) -> None:
+        """Time-based checkpoint between batches (the worker's watchdog calls it every second)."""
+        if self._checkpoint_due() and not self.lock.locked():
+            async with self.lock:
+                await self._checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        policy = self.spec.checkpoint
+        return self.since_checkpoint >= policy.every_events or (
+            self.since_checkpoint > 0 and time.monotonic() - self.last_checkpoint_at >= policy.every_s
+        )
+
+    async def _checkpoint(self) -> None:
+        """Flush outputs, then write state + offsets in one transaction (caller holds ``self.lock``)."""
+        await self.app.producer.flush()
+        offsets = {offset_key(tp.topic, tp.partition): offset for tp, offset in self.next_offsets.items()}
+        started = time.perf_counter()
+        await self._run(self._write_checkpoint, offsets)
+        self.metrics.checkpoint_seconds.labels(self.spec.name).observe(time.perf_counter() - started)
+        self.metrics.checkpoints.labels(self.spec.name).inc()
+        self.metrics.state_retries.labels(self.spec.name).set(self.store.retries)
+        self.counts["checkpoints"] += 1
+        self.since_checkpoint = 0
+        self.last_checkpoint_at = time.monotonic()
+
+    def _write_checkpoint(self, offsets: dict[str, int]) -> None:
+        version = getattr(self.operator, "version", None)
+        self.store.write_checkpoint(
+            Checkpoint(
+                pipeline=self.spec.name,
+                state=dump_state(self.operator.state(), self.secret),
+                offsets=offsets,
+                events=self.counts["in"],
+                created_at=time.time(),
+                meta={"model_version": version or ""},
+            )
+        )
+
+    def _publish_due(self) -> bool:
+        policy = self.spec.registry
+        if policy is None or self.registry is None or not isinstance(self.operator, LearnerOperator):
+            return False
+        return self.operator.learned - self.last_published_learned >= policy.publish_every_events
+
+    async def _publish(self) -> None:
+        assert isinstance(self.operator, LearnerOperator) and self.spec.registry is not None
+        offsets = {offset_key(tp.topic, tp.partition): offset for tp, offset in self.next_offsets.items()}
+        info = await self._run(self._publish_version, offsets)
+        self.operator.version = info.version
+        self.last_published_learned = self.operator.learned
+        self.counts["published"] += 1
+        self.metrics.published.labels(self.spec.name).inc()
+        self.metrics.model_version.labels(self.spec.name).set(float(info.version))
+        update = ModelUpdate(model=info.model, version=info.version, alias=self.spec.registry.alias, uri=info.uri)
+        await self.app.producer.send(MODELS_TOPIC, update_key(update), encode(update), None, None, None)
+        log.info("pipeline %s: published %s (%d events learned)", self.spec.name, info.uri, self.operator.learned)
+
+    def _publish_version(self, offsets: dict[str, int]) -> Any:
+        assert isinstance(self.operator, LearnerOperator) and self.spec.registry is not None and self.registry
+        params = {k: v for k, v in self.spec.operator.params.items() if isinstance(v, str | int | float | bool)}
+        return self.registry.publish(
+            self.spec.registry.model,
+            dump_state(self.operator.learner, self.secret),
+            params={"operator": self.spec.operator.use or "", **params},
+            metrics=self.operator.scores(),
+            offsets=offsets,
+            events=self.operator.learned,
+            alias=self.spec.registry.alias,
+            pipeline=self.spec.name,
+        )
+
+    async def _swap_model(self) -> None:
+        """Serve mode: take the newest followed model (waiting for the first one) between batches."""
+        if self.follower is None or not isinstance(self.operator, ServingOperator):
+            return
+        if self.operator.model is None:
+            while not self.follower.available.is_set() and not self.stopping:
+                await asyncio.sleep(0.1)
+        pending = self.follower.take()
+        if pending is not None:
+            model, version = pending
+            self.operator.swap(model, version)
+            self.metrics.swaps.labels(self.spec.name).inc()
+            self.metrics.model_version.labels(self.spec.name).set(float(version))
+
+    # -- observability --------------------------------------------------------------------------------------------
+
+    def refresh_gauges(self, stall_threshold_s: float) -> None:
+        """Lag per partition (high-water mark minus the offset below which all is done), the stall watchdog, scores.
+
+        A partition is stalled when it has lag and no batch of it completed for longer than the threshold: a
+        frozen operator, a consumer that stopped fetching, or a state store that does not come back.
+        """
+        name = self.spec.name
+        now = time.monotonic()
+        consumer = self.app.consumer
+        for tp in self.assigned:
+            highwater = consumer.highwater(tp)
+            position = self.done_offsets.get(tp)
+            if highwater is None or position is None:
+                continue
+            lag = max(0, highwater - position)
+            self.lags[tp] = lag
+            stalled = now - self.last_progress.get(tp, now) if lag > 0 else 0.0
+            self.stalls[tp] = stalled
+            self.metrics.lag.labels(name, tp.topic, str(tp.partition)).set(lag)
+            self.metrics.stall.labels(name, tp.topic, str(tp.partition)).set(stalled)
+            if stalled > stall_threshold_s:
+                log.error(
+                    "pipeline %s: no progress on %s:%d for %.0fs while %d records wait",
+                    name,
+                    tp.topic,
+                    tp.partition,
+                    stalled,
+                    lag,
+                )
+        for metric, value in self.operator.scores().items():
+            self.metrics.prequential.labels(name, metric).set(value)
+        scoreboard = getattr(self.operator, "scoreboard", None)
+        if scoreboard is not None:
+            self.metrics.drift_alarms.labels(name).set(scoreboard.drifts)
+
+    def status(self) -> PipelineStatus:
+        """Counters and gauges of this pipeline right now."""
+        scoreboard = getattr(self.operator, "scoreboard", None)
+        return PipelineStatus(
+            pipeline=self.spec.name,
+            events_in=self.counts["in"],
+            learned=getattr(self.operator, "learned", 0),
+            dead_letters=self.counts["dead"],
+            outputs=self.counts["out"],
+            lag=sum(self.lags.values()),
+            scores=self.operator.scores(),
+            model_version=getattr(self.operator, "version", None),
+            checkpoints=self.counts["checkpoints"],
+            published=self.counts["published"],
+            drifts=scoreboard.drifts if scoreboard is not None else 0,
+            max_stall_s=max(self.stalls.values(), default=0.0),
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in self.assigned),
+        )

@@ -1,0 +1,630 @@
+"""Pipeline specs: a pipeline is data, a YAML file validated by pydantic.
+
+A spec names one input stream, one operator and the topics it writes::
+
+    name: live-ctr
+    input: {topics: [live.interactions], schema: interaction/v1, start: earliest}
+    operator: {use: learners.driftmoe:MoEData, params: {experts: 12, top_k: 3}, target: clicked, mode: learn}
+    batch: {max: 256, within_ms: 20}
+    outputs: {predictions: live-ctr.predictions}
+    checkpoint: {every_events: 10000, every_s: 30}
+    registry: {model: live-ctr, publish_every_events: 200000, alias: champion}
+    monitor: {detector: adwin, metrics: [accuracy]}
+    limits: {max_message_bytes: 1048576}
+
+Only ``name``, ``input`` and ``operator`` are required. Every problem becomes one :class:`SpecError` that lists
+all of them, one line each, in the house style
+``pipeline 'live-ctr': batch.max must be >= 1 (got 0)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "BatchSpec",
+    "CheckpointSpec",
+    "InputSpec",
+    "LimitsSpec",
+    "MonitorSpec",
+    "OperatorSpec",
+    "PipelineSpec",
+    "RegistrySpec",
+    "SpecError",
+    "load_spec",
+    "load_specs",
+    "parse_spec",
+    "resolve_operator",
+    "spec_json_schema",
+]
+
+NAME_PATTERN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+NAME_MAX = 63  # a DNS label: the name also ends up in Kubernetes resource names
+TOPIC_PATTERN = r"[A-Za-z0-9._-]+"
+TOPIC_MAX = 249  # Kafka's limit
+SCHEMA_PATTERN = r"[a-z][a-z0-9_.-]*/v[0-9]+"
+OPERATOR_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+MODEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+ALIAS_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]*"
+OUTPUT_PATTERN = r"[a-z][a-z0-9_]*"
+RESERVED_OUTPUT_PREFIXES = ("eddy.", "__")  # eddy.models and Kafka's internal topics
+LABEL_SCHEMA = "event/v1"  # the schema whose records carry their label in Event.label
+
+Mode = Literal["learn", "serve", "relay"]
+Detector = Literal["adwin", "page_hinkley", "kswin", "none"]
+Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
+
+
+class SpecError(ValueError):
+    """A pipeline spec that cannot be used; the message lists every problem, one line each.
+
+    ``source`` is what the spec was read from (``pipeline 'name'`` or the file; None when the problems name
+    their pipelines themselves) and ``problems`` the lines without it.
+    """
+
+    def __init__(self, source: str | None, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = self.problems if source is None else [f"{source}: {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_topic(topic: str) -> str | None:
+    """Why ``topic`` is not a valid Kafka topic name, or None."""
+    if not re.fullmatch(TOPIC_PATTERN, topic) or topic in {".", ".."}:
+        return "use only letters, digits, '.', '_' and '-'"
+    if len(topic) > TOPIC_MAX:
+        return f"are at most {TOPIC_MAX} characters (got {len(topic)})"
+    return None
+
+
+def _check_alias(alias: str) -> str:
+    if not re.fullmatch(ALIAS_PATTERN, alias) or alias == "latest" or re.fullmatch(r"v\d+", alias):
+        raise ValueError(
+            f"must be an MLflow alias: letters, digits, '_' and '-', not 'latest' or 'v<number>' (got {_show(alias)})"
+        )
+    return alias
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class InputSpec(_Section):
+    """The input stream: one or more topics carrying the same message schema."""
+
+    topics: list[str] = Field(description="Kafka topics to consume, all with the same schema.")
+    schema_name: str = Field(
+        alias="schema", description="Message schema name and version, e.g. 'event/v1' or 'interaction/v1'."
+    )
+    start: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where to start when the pipeline has no checkpoint and no committed offsets."
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, topics: list[str]) -> list[str]:
+        if not topics:
+            raise ValueError("must list at least one topic (got [])")
+        for topic in topics:
+            if (why := _check_topic(topic)) is not None:
+                raise ValueError(f"has an invalid topic name {_show(topic)}: topic names {why}")
+        duplicates = sorted({t for t in topics if topics.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(map(repr, duplicates))} more than once; list each topic once")
+        return topics
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, schema: str) -> str:
+        if not re.fullmatch(SCHEMA_PATTERN, schema):
+            raise ValueError(f"must look like 'name/v<version>', e.g. 'event/v1' (got {_show(schema)})")
+        return schema
+
+
+class OperatorSpec(_Section):
+    """What runs on each micro-batch."""
+
+    use: str | None = Field(
+        None,
+        description="The learner or model to host, as 'package.module:Attr'. Required for mode learn; "
+        "informational for serve (the model comes from the registry); unused by relay.",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the operator.")
+    target: str | None = Field(
+        None,
+        description="Name of the field holding the label. Optional for schema event/v1 (Event.label); "
+        "required in mode learn for other schemas.",
+    )
+    mode: Mode = Field(
+        "learn",
+        description="learn: prequential predict, score, learn; serve: predict with the model a registry alias "
+        "points to; relay: pass records through unchanged (benchmarks).",
+    )
+
+    @field_validator("use")
+    @classmethod
+    def _use(cls, use: str | None) -> str | None:
+        if use is not None and not re.fullmatch(OPERATOR_PATTERN, use):
+            raise ValueError(
+                f"must be 'package.module:Attr', e.g. 'river.tree:HoeffdingTreeClassifier' (got {_show(use)})"
+            )
+        return use
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: str | None) -> str | None:
+        if target is not None and not target.strip():
+            raise ValueError("must name the label field, e.g. 'clicked' (got an empty string); or leave it out")
+        return target
+
+
+class BatchSpec(_Section):
+    """Micro-batching: up to ``max`` records, or whatever arrived within ``within_ms``."""
+
+    max: int = Field(256, ge=1, le=100_000, description="Most records per operator call.")
+    within_ms: float = Field(20.0, ge=0, description="Longest wait for a batch to fill, in milliseconds.")
+
+
+class CheckpointSpec(_Section):
+    """When to write operator state plus input offsets to the state store (whichever comes first)."""
+
+    every_events: int = Field(10_000, ge=1, description="Checkpoint after this many input records.")
+    every_s: float = Field(30.0, gt=0, description="Checkpoint after this many seconds (if anything changed).")
+
+
+class RegistrySpec(_Section):
+    """The model registry: what a learning pipeline publishes, or what a serving pipeline follows."""
+
+    model: str = Field(description="Registered model name.")
+    publish_every_events: int = Field(
+        100_000, ge=1, description="mode learn: publish a version after this many learned records."
+    )
+    alias: str = Field("champion", description="mode learn: the alias published versions get.")
+    follow: str | None = Field(None, description="mode serve: the alias to serve and follow, e.g. 'champion'.")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, model: str) -> str:
+        if not re.fullmatch(MODEL_PATTERN, model) or len(model) > 256:
+            raise ValueError(
+                f"must be a model name of letters, digits, '.', '_' and '-', e.g. 'live-ctr' (got {_show(model)})"
+            )
+        return model
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, alias: str) -> str:
+        return _check_alias(alias)
+
+    @field_validator("follow")
+    @classmethod
+    def _follow(cls, follow: str | None) -> str | None:
+        return None if follow is None else _check_alias(follow)
+
+
+class MonitorSpec(_Section):
+    """Prequential metrics and the drift detector watching them."""
+
+    detector: Detector = Field("adwin", description="Drift detector on the prediction error stream.")
+    metrics: list[Metric] = Field(default_factory=lambda: list[Metric](["accuracy"]), description="Metrics to report.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, metrics: list[str]) -> list[str]:
+        duplicates = sorted({m for m in metrics if metrics.count(m) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(map(repr, duplicates))} more than once; list each metric once")
+        return metrics
+
+
+class LimitsSpec(_Section):
+    """Guards against bad input."""
+
+    max_message_bytes: int = Field(
+        1_048_576, ge=1, le=100 * 1_048_576, description="Larger messages go to the dead-letter topic."
+    )
+
+
+class PipelineSpec(_Section):
+    """One pipeline: an input stream, an operator, and the topics it writes."""
+
+    model_config = ConfigDict(title="Eddy pipeline spec", extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(
+        description="Pipeline name: lowercase letters, digits and '-'; used in topic names, state keys and "
+        "metric labels."
+    )
+    input: InputSpec
+    operator: OperatorSpec
+    batch: BatchSpec = Field(default_factory=BatchSpec)
+    outputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Output name -> topic. 'predictions' is the primary output (relay writes its records "
+        "there). Default: {predictions: '<name>.predictions'}.",
+    )
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    registry: RegistrySpec | None = None
+    monitor: MonitorSpec | None = None
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_outputs(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("outputs") is None:
+            name = data.get("name")
+            valid = isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None
+            # an invalid name is reported once, under 'name', not again through the topic derived from it
+            return {**data, "outputs": {"predictions": f"{name if valid else 'unnamed'}.predictions"}}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ValueError(
+                "must be lowercase letters, digits and '-', starting and ending with a letter or digit, "
+                f"e.g. 'live-ctr' (got {_show(name)})"
+            )
+        if len(name) > NAME_MAX:
+            raise ValueError(f"must be at most {NAME_MAX} characters (got {len(name)})")
+        return name
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, outputs: dict[str, str]) -> dict[str, str]:
+        if "predictions" not in outputs:
+            raise ValueError(
+                f"must name a 'predictions' topic, the primary output (got {_show(outputs)}); "
+                "e.g. outputs: {predictions: my-pipeline.predictions}"
+            )
+        for key, topic in outputs.items():
+            if not re.fullmatch(OUTPUT_PATTERN, key):
+                raise ValueError(f"has an invalid output name {_show(key)}: use lowercase letters, digits and '_'")
+            if (why := _check_topic(topic)) is not None:
+                raise ValueError(f"{key} is not a valid topic name {_show(topic)}: topic names {why}")
+            if topic.startswith(RESERVED_OUTPUT_PREFIXES):
+                raise ValueError(
+                    f"{key} writes to the reserved topic {_show(topic)}; topics 'eddy.*' and '__*' are internal"
+                )
+        duplicates = sorted({t for t in outputs.values() if list(outputs.values()).count(t) > 1})
+        if duplicates:
+            raise ValueError(f"sends several outputs to {', '.join(map(repr, duplicates))}; give each its own topic")
+        return outputs
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        problems: list[str] = []
+        mode, op, registry = self.operator.mode, self.operator, self.registry
+        if mode == "learn" and op.use is None:
+            problems.append("operator.use is required for mode 'learn' (e.g. use: river.tree:HoeffdingTreeClassifier)")
+        if mode == "learn" and op.target is None and self.input.schema_name != LABEL_SCHEMA:
+            problems.append(
+                f"operator.target is required for input.schema {self.input.schema_name!r} in mode 'learn': "
+                "name the field holding the label (e.g. target: clicked)"
+            )
+        if mode == "serve" and (registry is None or registry.follow is None):
+            problems.append(
+                "operator.mode 'serve' needs registry.model and registry.follow, the alias to serve "
+                f"(got registry: {_show(registry.model_dump() if registry else None)}); "
+                "e.g. registry: {model: demo, follow: champion}"
+            )
+        if registry is not None and mode != "serve" and registry.follow is not None:
+            problems.append(
+                f"registry.follow is only used in mode 'serve' (got mode {mode!r}); "
+                "remove it or set operator.mode: serve"
+            )
+        if registry is not None and mode == "serve" and "publish_every_events" in registry.model_fields_set:
+            problems.append(
+                "registry.publish_every_events is only used in mode 'learn'; serving pipelines publish nothing"
+            )
+        if mode == "relay" and registry is not None:
+            problems.append("registry is not used in mode 'relay'; remove it")
+        if mode == "relay" and self.monitor is not None:
+            problems.append("monitor is not used in mode 'relay' (a relay predicts nothing); remove it")
+        for key, topic in self.outputs.items():
+            if topic in self.input.topics:
+                problems.append(
+                    f"outputs.{key} {topic!r} is also an input topic; a pipeline must not consume its own output"
+                )
+            if topic == self.dlq_topic:
+                problems.append(f"outputs.{key} {topic!r} is the dead-letter topic; choose another topic")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def dlq_topic(self) -> str:
+        """Where records that fail to decode or validate go: ``<name>.dlq``."""
+        return f"{self.name}.dlq"
+
+    @property
+    def output_topics(self) -> list[str]:
+        """Every topic the pipeline writes records to (not counting the dead-letter topic)."""
+        return list(self.outputs.values())
+
+    @property
+    def followed_model_uri(self) -> str | None:
+        """``models:/<model>@<alias>`` for a serving pipeline, None otherwise."""
+        if self.registry is None or self.registry.follow is None:
+            return None
+        return f"models:/{self.registry.model}@{self.registry.follow}"
+
+
+# -- pydantic errors -> house-style lines ---------------------------------------------------------------------
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if (found := _model_in(arg)) is not None:
+                return found
+    return None
+
+
+def _allowed_fields(loc: Sequence[int | str]) -> list[str]:
+    """Field names (as written in YAML) of the section at ``loc``."""
+    model: type[BaseModel] | None = PipelineSpec
+    for part in loc:
+        if model is None:
+            return []
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _describe(error: Any) -> list[str]:
+    """One or more lines for one pydantic error."""
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    path, kind, ctx, value = _path(loc), error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_fields(loc[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+        return [f"unknown field {path!r} ({hint})"]
+    if kind == "missing":
+        where = f"under {_path(loc[:-1])!r}" if len(loc) > 1 else "at the top level"
+        return [f"{path} is required (add '{loc[-1]}:' {where})"]
+    if kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+        return message.splitlines() if not loc else [f"{path} {message}"]
+    bounds = {
+        "greater_than_equal": (">=", "ge"),
+        "greater_than": (">", "gt"),
+        "less_than_equal": ("<=", "le"),
+        "less_than": ("<", "lt"),
+    }
+    if kind in bounds:
+        op, key = bounds[kind]
+        bound = ctx[key]
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return [f"{path} must be {op} {bound} (got {_show(value)})"]
+    if kind == "literal_error":
+        return [f"{path} must be one of {ctx['expected']} (got {_show(value)})"]
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return [f"{path} must be a mapping of fields (got {_show(value)})"]
+    expected = {
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "a whole number",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "string_type": "a string (quote it in YAML)",
+        "list_type": "a list, e.g. [a, b]",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+    }
+    if kind in expected:
+        return [f"{path} must be {expected[kind]} (got {_show(value)})"]
+    return [f"{path or 'spec'}: {error['msg']} (got {_show(value)})"]
+
+
+def _source_label(data: Any, source: str) -> str:
+    name = data.get("name") if isinstance(data, Mapping) else None
+    if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) and len(name) <= NAME_MAX:
+        return f"pipeline {name!r}"
+    return source
+
+
+def parse_spec(data: Mapping[str, Any], source: str = "<spec>") -> PipelineSpec:
+    """Validate a spec given as a mapping (what ``yaml.safe_load`` returns).
+
+    ``source`` names the spec in errors when its ``name`` is missing or invalid (load_spec passes the file).
+
+    >>> spec = parse_spec({
+    ...     "name": "demo",
+    ...     "input": {"topics": ["demo.events"], "schema": "event/v1"},
+    ...     "operator": {"use": "river.tree:HoeffdingTreeClassifier", "params": {"grace_period": 100}},
+    ... })
+    >>> spec.operator.mode, spec.batch.max, spec.outputs, spec.dlq_topic
+    ('learn', 256, {'predictions': 'demo.predictions'}, 'demo.dlq')
+    >>> parse_spec({**spec.model_dump(by_alias=True), "batch": {"max": 0}})
+    Traceback (most recent call last):
+    ...
+    pipelines.spec.SpecError: pipeline 'demo': batch.max must be >= 1 (got 0)
+    """
+    label = _source_label(data, source)
+    if not isinstance(data, Mapping):
+        raise SpecError(label, [f"a spec must be a mapping of fields (got {type(data).__name__})"])
+    try:
+        return PipelineSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = [line for error in exc.errors() for line in _describe(error)]
+        raise SpecError(label, problems) from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate one YAML spec file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(source, [f"spec file not found (looked for {path.absolute()})"]) from None
+    except IsADirectoryError:
+        raise SpecError(source, ["is a directory; pass a .yaml spec file (load_specs takes directories)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(source, [f"cannot read the spec file: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "syntax error"
+        raise SpecError(source, [f"invalid YAML{where}: {problem} (check indentation, colons and quoting)"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(source, [f"invalid YAML: {exc}"]) from None
+    if data is None:
+        raise SpecError(source, ["spec file is empty; a spec needs at least name, input and operator"])
+    if not isinstance(data, Mapping):
+        raise SpecError(
+            source,
+            [f"the top level must be a mapping of fields (name, input, operator, ...), got a {type(data).__name__}"],
+        )
+    return parse_spec(data, source)
+
+
+def _spec_files(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"}))
+        else:
+            files.append(path)
+    return files
+
+
+def load_specs(paths: Iterable[str | Path]) -> list[PipelineSpec]:
+    """Load several specs (files, or directories of ``*.yaml``) that run together.
+
+    Reports the problems of every file at once, and rejects two pipelines with the same name or writing the
+    same topic.
+    """
+    loaded: list[tuple[Path, PipelineSpec]] = []
+    problems: list[str] = []
+    for path in _spec_files(paths):
+        try:
+            loaded.append((path, load_spec(path)))
+        except SpecError as exc:
+            problems.extend(str(exc).splitlines())
+    names: dict[str, Path] = {}
+    writers: dict[str, str] = {}
+    for path, spec in loaded:
+        if spec.name in names:
+            problems.append(
+                f"pipeline {spec.name!r}: name used by both {names[spec.name]} and {path}; "
+                "pipeline names must be unique"
+            )
+            continue
+        names[spec.name] = path
+        for topic, field in [*((t, f"outputs.{k}") for k, t in spec.outputs.items()), (spec.dlq_topic, "dead letters")]:
+            writer = f"pipeline {spec.name!r} ({field})"
+            if topic in writers:
+                problems.append(
+                    f"pipeline {spec.name!r}: topic {topic!r} is written by {writers[topic]} and {writer}; "
+                    "give each pipeline its own output topics"
+                )
+            else:
+                writers[topic] = writer
+    if problems:
+        raise SpecError(None, problems)
+    return [spec for _, spec in loaded]
+
+
+def resolve_operator(spec: PipelineSpec | str) -> Callable[..., Any]:
+    """Import what ``operator.use`` names (``'package.module:Attr'``) and check its ``params`` fit it."""
+    label, use, params = (
+        ("<spec>", spec, {})
+        if isinstance(spec, str)
+        else (f"pipeline {spec.name!r}", spec.operator.use, spec.operator.params)
+    )
+    if use is None:
+        raise SpecError(label, ["operator.use is not set; name the operator as 'package.module:Attr'"])
+    if not re.fullmatch(OPERATOR_PATTERN, use):
+        raise SpecError(label, [f"operator.use must be 'package.module:Attr' (got {_show(use)})"])
+    module_name, attr_path = use.split(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        if module_name == missing or module_name.startswith(f"{missing}."):
+            problem = (
+                f"operator.use {use!r}: module {module_name!r} not found (check the spelling and that it is installed)"
+            )
+        else:
+            problem = f"operator.use {use!r}: importing {module_name!r} needs {missing!r}, which is not installed"
+        raise SpecError(label, [problem]) from None
+    except Exception as exc:
+        raise SpecError(
+            label, [f"operator.use {use!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"]
+        ) from exc
+    where = module_name
+    for attr in attr_path.split("."):
+        if not hasattr(target, attr):
+            names = [n for n in dir(target) if not n.startswith("_")]
+            close = difflib.get_close_matches(attr, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(label, [f"operator.use {use!r}: {where!r} has no attribute {attr!r}{hint}"])
+        target = getattr(target, attr)
+        where = f"{where}:{attr}" if where == module_name else f"{where}.{attr}"
+    if not callable(target):
+        raise SpecError(label, [f"operator.use {use!r} is a {type(target).__name__}, not a class or factory"])
+    _check_params(label, use, target, params)
+    return typing.cast(Callable[..., Any], target)
+
+
+def _check_params(label: str, use: str, target: Callable[..., Any], params: Mapping[str, Any]) -> None:
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    accepted = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted):
+        return
+    names = [p.name for p in accepted if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    problems = []
+    for key in params:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"accepted: {', '.join(names) or 'none'}"
+            problems.append(f"operator.params.{key} is not a parameter of {use!r} ({hint})")
+    if problems:
+        raise SpecError(label, problems)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON schema of a pipeline spec, for editors (e.g. a ``# yaml-language-server: $schema=`` comment)."""
+    schema = PipelineSpec.model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "Eddy pipeline spec",
+    }

@@ -1,0 +1,157 @@
+"""Every ``eddy`` command, through its real entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.bus import KafkaBus
+from connectors.embedded import ServiceProcess, pid_alive
+from connectors.registry import ModelRegistry
+from pipelines.cli import build_parser, main
+from pipelines.serialization import dump_state, project_secret
+from tests.pipelines import support
+
+EDDY = str(Path(sys.executable).parent / "eddy")
+EXAMPLES = Path(__file__).resolve().parents[2] / "pipelines" / "examples"
+
+
+@pytest.fixture
+def env(broker: ServiceProcess, redis_server: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing the CLI at the test services and a private home."""
+    values = {
+        "EDDY_BROKER": broker.url,
+        "EDDY_STATE": redis_server.url,
+        "EDDY_HOME": str(tmp_path / "home"),
+        "EDDY_REGISTRY": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **values}
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, sub in commands.items():
+        assert sub.format_help().startswith("usage: eddy " + name), name
+    with pytest.raises(SystemExit) as exc:
+        main(["topics", "--help"])
+    assert exc.value.code == 0
+    assert "create" in capsys.readouterr().out
+
+
+def test_topics_create_list_describe(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topics", "create", "cli.topics.a", "cli.topics.b", "--partitions", "3"]) == 0
+    assert main(["topics", "list"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert {"cli.topics.a", "cli.topics.b"} <= set(listed)
+    assert main(["topics", "describe", "cli.topics.a"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["partitions"] == 3 and sum(info["messages"].values()) == 0
+
+
+def test_produce_then_consume_with_keys(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topics", "create", "cli.pc", "--partitions", "2"]) == 0
+    lines = [json.dumps({"user": f"u{i % 3}", "n": i}) for i in range(12)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["produce", "cli.pc", str(path), "--key", "user"]) == 0
+    capsys.readouterr()
+    assert main(["consume", "cli.pc", "--from-beginning", "--limit", "12", "--meta"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(json.loads(r["value"])["n"] for r in rows) == list(range(12))
+    partitions_by_key: dict[str, set[int]] = {}
+    for row in rows:
+        partitions_by_key.setdefault(row["key"], set()).add(row["partition"])
+    assert all(len(parts) == 1 for parts in partitions_by_key.values())  # one key, one partition
+
+
+def test_produce_reports_bad_lines_and_missing_topics(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"ok": 1}\nnot json\n')
+    assert main(["produce", "cli.bad", str(path)]) == 2
+    assert "line 2 is not JSON" in capsys.readouterr().err
+    path.write_text('{"ok": 1}\n')
+    assert main(["produce", "cli.missing-topic", str(path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_spec_validate_and_schema(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    examples = sorted(str(p) for p in EXAMPLES.glob("*.yaml"))
+    assert main(["spec", "validate", *examples]) == 0
+    assert "ok" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ninput: {topics: [x], schema: event/v1}\noperator: {use: a.b:C}\nbatch: {max: 0}\n")
+    assert main(["spec", "validate", str(bad)]) == 2
+    assert "batch.max" in capsys.readouterr().err
+    assert main(["spec", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "properties" in schema and "operator" in schema["properties"]
+
+
+def test_models_list_promote_rollback(env: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    registry = ModelRegistry(env["EDDY_REGISTRY"], tmp_path / "home" / "mlartifacts")
+    secret = project_secret("", Path(env["EDDY_HOME"]))
+    for value in ("A", "B"):
+        registry.publish("cli-model", dump_state(support.ConstantModel(value), secret), params={}, metrics={}, offsets={}, events=1)
+    assert main(["models", "promote", "cli-model", "1"]) == 0
+    assert main(["models", "promote", "cli-model", "2"]) == 0
+    assert registry.load("cli-model", alias="champion").info.version == "2"
+    assert main(["models", "rollback", "cli-model"]) == 0
+    assert registry.load("cli-model", alias="champion").info.version == "1"
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    models = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any(m["name"] == "cli-model" for m in models)
+    assert main(["models", "list", "cli-model"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    announced = [json.loads(r.value) for r in KafkaBus(env["EDDY_BROKER"]).read("eddy.models", 100, timeout_s=3)]
+    assert [a["version"] for a in announced if a["model"] == "cli-model"][-3:] == ["1", "2", "1"]
+    assert main(["models", "rollback", "no-such-model"]) == 2
+
+
+def test_up_status_down_share_embedded_services(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    env["EDDY_HOME"] = str(tmp_path / "home")
+
+    def eddy(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([EDDY, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    up = eddy("up")
+    assert up.returncode == 0, up.stderr
+    record = json.loads((tmp_path / "home" / "broker.json").read_text())
+    assert pid_alive(record["pid"])
+    status = eddy("status")
+    assert record["url"] in status.stderr
+    created = eddy("topics", "create", "shared.topic")  # reuses the running broker, leaves it running
+    assert created.returncode == 0, created.stderr
+    assert pid_alive(record["pid"])
+    assert "shared.topic" in eddy("topics", "list").stdout
+    down = eddy("down")
+    assert down.returncode == 0 and "broker" in down.stderr
+    assert not pid_alive(record["pid"])
+    assert "not running" in eddy("status").stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_on_embedded_services_and_exits(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    env["EDDY_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [EDDY, "demo", "--events", "3000", "--rate", "5000", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stopped: 3,000 events" in done.stderr
+    assert not (tmp_path / "home" / "broker.json").exists()  # the demo's own services were stopped
+
