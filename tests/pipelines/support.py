@@ -36,14 +36,14 @@ class ConstantModel:
 
 
 class PickyLearner:
-    """Raises on records whose feature ``x0`` is negative: a model that cannot take some inputs."""
+    """Raises on records with a ``poison`` feature: a model that cannot take some inputs."""
 
     def __init__(self) -> None:
         self.seen = 0
 
     def predict_one(self, x: dict[str, Any]) -> bool:
-        if x.get("x0", 0) < 0:
-            raise ValueError(f"x0 must be >= 0 (got {x['x0']})")
+        if "poison" in x:
+            raise ValueError(f"cannot score a poisoned record (poison={x['poison']})")
         return True
 
     def learn_one(self, x: dict[str, Any], y: Any) -> None:
