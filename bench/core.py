@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from connectors.messages import Event, encode
 from kafka.consumer.fetcher import ConsumerRecord
 from rich.progress import Progress
 
 from bench.report import write_section
 from connectors.bus import KafkaBus
 from connectors.embedded import REDIS, TANSU, ServiceProcess, free_port
+from connectors.messages import Event, encode
 from connectors.sources import drifting_sea
 
 PARTITIONS = 4

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from connectors.messages import DeadLetter, DecodeError, ModelUpdate, decode, encode
-from connectors.registry import ModelRegistry
-from connectors.state import Checkpoint, StateStore, offset_key, parse_offset_key
 from faust.types import TP
 
 from connectors.bus import KafkaBus
+from connectors.messages import DeadLetter, DecodeError, ModelUpdate, decode, encode
+from connectors.registry import ModelRegistry
+from connectors.state import Checkpoint, StateStore, offset_key, parse_offset_key
 from pipelines.follower import MODELS_TOPIC, ModelFollower, update_key
 from pipelines.metrics import WorkerMetrics
 from pipelines.operators import (

@@ -19,12 +19,12 @@ from typing import Any
 
 import faust
 from aiohttp import web
-from connectors.registry import ModelRegistry
-from connectors.state import StateStore
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.bus import KafkaBus
+from connectors.registry import ModelRegistry
 from connectors.services import ResolvedServices
+from connectors.state import StateStore
 from pipelines.follower import MODELS_TOPIC
 from pipelines.metrics import WorkerMetrics
 from pipelines.runtime import PipelineRunner, PipelineStatus
@@ -72,6 +72,8 @@ class Worker:
         needs_registry = any(s.registry is not None for s in specs)
         self.registry = ModelRegistry(services.registry_uri, Path(services.artifacts_dir)) if needs_registry else None
         ensure_topics(self.bus, self.specs, partitions)
+        faust_dir = Path(services.artifacts_dir).parent / "faust"
+        faust_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             app_id or "eddy-" + "-".join(s.name for s in self.specs),
             broker=services.broker_url,
@@ -85,7 +87,7 @@ class Worker:
             broker_commit_interval=1.0,
             producer_linger_ms=1,
             stream_buffer_maxsize=max(4096, 4 * max(s.batch.max for s in self.specs)),
-            datadir=str(Path(services.artifacts_dir).parent / "faust"),
+            datadir=str(faust_dir),
         )
         self.runners = [
             PipelineRunner(

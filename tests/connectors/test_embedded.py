@@ -42,7 +42,16 @@ def test_ensure_service_starts_once_and_is_shared(tmp_path: Path) -> None:
 
 def test_stale_record_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "broker.json").write_text(
-        json.dumps({"name": "broker", "pid": 999999, "port": free_port(), "url": "kafka://x:1", "detached": True, "started_at": 0})
+        json.dumps(
+            {
+                "name": "broker",
+                "pid": 999999,
+                "port": free_port(),
+                "url": "kafka://x:1",
+                "detached": True,
+                "started_at": 0,
+            }
+        )
     )
     assert running_record(TANSU, tmp_path) is None
     assert not (tmp_path / "broker.json").exists()
@@ -81,7 +90,7 @@ def _alive_not_zombie(pid: int) -> bool:
 
 
 def test_detached_service_outlives_its_starter_until_stopped(tmp_path: Path) -> None:
-    url, owned = ensure_service(REDIS, tmp_path, detached=True)
+    _url, owned = ensure_service(REDIS, tmp_path, detached=True)
     assert owned is not None and owned.detached
     record = running_record(REDIS, tmp_path)
     assert record is not None and record.detached

@@ -22,7 +22,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "pipelines" / "examples"
 
 
 @pytest.fixture
-def env(broker: ServiceProcess, redis_server: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(
+    broker: ServiceProcess, redis_server: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """Environment pointing the CLI at the test services and a private home."""
     values = {
         "EDDY_BROKER": broker.url,
@@ -56,7 +58,9 @@ def test_topics_create_list_describe(env: dict[str, str], capsys: pytest.Capture
     assert info["partitions"] == 3 and sum(info["messages"].values()) == 0
 
 
-def test_produce_then_consume_with_keys(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_produce_then_consume_with_keys(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["topics", "create", "cli.pc", "--partitions", "2"]) == 0
     lines = [json.dumps({"user": f"u{i % 3}", "n": i}) for i in range(12)]
     path = tmp_path / "in.jsonl"
@@ -72,7 +76,9 @@ def test_produce_then_consume_with_keys(env: dict[str, str], tmp_path: Path, cap
     assert all(len(parts) == 1 for parts in partitions_by_key.values())  # one key, one partition
 
 
-def test_produce_reports_bad_lines_and_missing_topics(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_produce_reports_bad_lines_and_missing_topics(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"ok": 1}\nnot json\n')
     assert main(["produce", "cli.bad", str(path)]) == 2
@@ -99,7 +105,9 @@ def test_models_list_promote_rollback(env: dict[str, str], capsys: pytest.Captur
     registry = ModelRegistry(env["EDDY_REGISTRY"], tmp_path / "home" / "mlartifacts")
     secret = project_secret("", Path(env["EDDY_HOME"]))
     for value in ("A", "B"):
-        registry.publish("cli-model", dump_state(support.ConstantModel(value), secret), params={}, metrics={}, offsets={}, events=1)
+        registry.publish(
+            "cli-model", dump_state(support.ConstantModel(value), secret), params={}, metrics={}, offsets={}, events=1
+        )
     assert main(["models", "promote", "cli-model", "1"]) == 0
     assert main(["models", "promote", "cli-model", "2"]) == 0
     assert registry.load("cli-model", alias="champion").info.version == "2"
@@ -154,4 +162,3 @@ def test_demo_runs_on_embedded_services_and_exits(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stopped: 3,000 events" in done.stderr
     assert not (tmp_path / "home" / "broker.json").exists()  # the demo's own services were stopped
-

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from connectors.bus import KafkaBus
 from connectors.embedded import ServiceProcess
 from connectors.messages import Event, ModelUpdate, encode
@@ -55,7 +56,10 @@ def learn_spec(name: str, topic: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_learner_pipeline_predicts_prequentially_and_exports_metrics(
-    bus: KafkaBus, topic_factory: Callable[..., str], run_worker: Callable[..., WorkerThread], services: ResolvedServices
+    bus: KafkaBus,
+    topic_factory: Callable[..., str],
+    run_worker: Callable[..., WorkerThread],
+    services: ResolvedServices,
 ) -> None:
     topic = topic_factory("events", partitions=3)
     produce(bus, topic, events(600))
@@ -184,7 +188,9 @@ def test_models_are_published_by_policy_and_announced(
 ) -> None:
     topic = topic_factory("events")
     produce(bus, topic, events(650))
-    spec = learn_spec("publisher", topic, registry={"model": "publisher", "publish_every_events": 300, "alias": "champion"})
+    spec = learn_spec(
+        "publisher", topic, registry={"model": "publisher", "publish_every_events": 300, "alias": "champion"}
+    )
     worker = run_worker([spec])
     worker.wait_for(lambda: worker.worker.status()[0].published == 2, 60, "two versions published")
 
