@@ -1,11 +1,19 @@
 """Message schemas for everything that crosses a topic, and their wire forms (DESIGN.md §3).
 
-Every message is a pydantic v2 model with a versioned schema name (``event/v1``). Records travel as compact UTF-8
-JSON that carries a ``"schema"`` field; frames travel in a compact binary form: ``b"EDF1"``, a 4-byte big-endian
-header length, a small JSON header (schema, stream, seq, ts, dtype, shape), then the raw array bytes.
+Every message is a pydantic v2 model with a versioned schema name (``Event.schema_name == "event/v1"``), unknown
+fields are rejected and every number must be finite (NaN and infinity are refused, also inside feature dicts).
 
-:func:`decode` is on the hot path of every event: one ``json.loads`` and one ``model_validate``. It raises
-:class:`DecodeError` with a low-cardinality ``reason`` (a metric label) and a human ``detail``.
+Wire forms:
+
+* records travel as compact UTF-8 JSON whose first field is ``"schema"``;
+* frames travel as ``b"EDF1"``, a 4-byte big-endian header length, a small JSON header (schema, stream, seq, ts,
+  dtype, shape), then the raw C-order array bytes.
+
+:func:`decode` is on the hot path of every event. A record in our own encoding (or plain JSON without a ``"schema"``
+field) is parsed and validated in one ``model_validate_json`` call; anything that fails, or that names its schema
+in another way, goes through the careful path (``json.loads`` then ``model_validate``) which also classifies the
+failure. :class:`DecodeError` carries a low-cardinality ``reason`` (a metric label, one of :data:`DECODE_REASONS`)
+and a human ``detail``.
 
 >>> raw = encode(Event(key="u1", ts=1.0, features={"x": 0.5}, label=True))
 >>> raw
@@ -25,77 +33,71 @@ import json
 import math
 import struct
 import time
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 Scalar = float | int | str | bool
-FRAME_MAGIC = b"EDF1"
-DECODE_REASONS = ("oversized", "invalid_json", "wrong_schema", "validation", "non_finite", "bad_frame")
+"""A feature or label value: JSON's scalar types (``None`` is not a feature value: drop missing features)."""
+
+DecodeReason = Literal["oversized", "invalid_json", "wrong_schema", "validation", "non_finite", "bad_frame"]
+DECODE_REASONS: tuple[DecodeReason, ...] = get_args(DecodeReason)
+"""Every :attr:`DecodeError.reason`; a closed set so it can label metrics."""
+
 DEFAULT_MAX_BYTES = 1_048_576
+FRAME_MAGIC = b"EDF1"
+FRAME_DTYPE_KINDS = "biufc"
+"""Numpy dtype kinds a frame may hold: bool, signed/unsigned integers, floats, complex."""
+
+_HEADER_LENGTH = struct.Struct(">I")
+_MAX_PROBLEMS = 3
+_FINITE_HINT = "send finite numbers (drop or impute missing values)"
+_SHOWN_CHARS = 60
 
 
 class DecodeError(ValueError):
-    """A record that cannot become a message: ``reason`` is one of :data:`DECODE_REASONS`."""
+    """A record that cannot become a message.
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+    ``reason`` is one of :data:`DECODE_REASONS` (use it as a metric label); ``detail`` says what was wrong, the value
+    seen and how to fix it (put it in logs and dead letters). Construction only stores the two strings.
+    """
+
+    def __init__(self, reason: DecodeReason, detail: str) -> None:
+        super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
 
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
 
 class UnknownSchemaError(ValueError):
-    """A schema name that no message class has."""
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _non_finite_path(value: Any, path: str) -> str | None:
-    """The dotted path of the first NaN/inf inside ``value``, or None."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _non_finite_path(item, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = _non_finite_path(item, f"{path}.{index}" if path else str(index))
-            if found:
-                return found
-    return None
+    """A schema name no message class has (a configuration error, not a bad record)."""
 
 
 class Message(BaseModel):
-    """Base of every message: strict about unknown fields and non-finite numbers."""
+    """Base of every message: a versioned ``schema_name``, no unknown fields, only finite numbers."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, ser_json_inf_nan="constants")
     schema_name: ClassVar[str] = ""
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _finite(cls, value: Any) -> Any:
-        if isinstance(value, dict | list | tuple) and _non_finite_path(value, "") is not None:
-            raise ValueError("contains NaN or infinity; send finite numbers")
-        return value
 
 
 class Event(Message):
-    """A generic feature record with an optional label (what online learners eat)."""
+    """A generic feature record with an optional label: what online learners eat."""
 
     schema_name: ClassVar[str] = "event/v1"
     key: str | None = None
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time, description="Event time, epoch seconds.")
     features: dict[str, Scalar]
     label: Scalar | None = None
 
 
 class Observation(Message):
-    """An RL environment step as the env runner publishes it."""
+    """One RL environment step as the env runner publishes it."""
 
     schema_name: ClassVar[str] = "observation/v1"
     env: str
@@ -105,17 +107,17 @@ class Observation(Message):
     reward: float = 0.0
     terminated: bool = False
     truncated: bool = False
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
 
 
 class Action(Message):
-    """An agent's action for one environment step."""
+    """An agent's action for one environment step: a discrete index or a continuous vector."""
 
     schema_name: ClassVar[str] = "action/v1"
     env: str
     step: int
     action: int | list[float]
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
 
 
 class Reward(Message):
@@ -125,7 +127,7 @@ class Reward(Message):
     env: str
     step: int
     reward: float
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
 
 
 class Interaction(Message):
@@ -135,48 +137,86 @@ class Interaction(Message):
     user: str
     streamer: str
     room: str | None = None
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
     kind: Literal["impression", "click", "like", "comment", "gift", "follow", "leave"]
     value: float = 0.0
     context: dict[str, Scalar] = Field(default_factory=dict)
 
 
 class Frame(Message):
-    """A video frame (or any array) of one stream; travels in the binary form."""
+    """A video frame (or any numeric array) of one stream; travels in the binary form, not JSON.
 
+    ``dtype`` is normalised to numpy's explicit form (``"float32"`` becomes ``"<f4"``) so the byte order travels
+    with the data; ``data`` is the C-order array bytes and must match ``shape`` and ``dtype``.
+
+    >>> frame = Frame.from_numpy("cam0", 7, np.arange(6, dtype=np.uint8).reshape(2, 3), ts=1.0)
+    >>> frame.dtype, frame.shape
+    ('|u1', (2, 3))
+    >>> decode(encode(frame), "frame/v1").to_numpy().tolist()
+    [[0, 1, 2], [3, 4, 5]]
+    """
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
     schema_name: ClassVar[str] = "frame/v1"
     stream: str
     seq: int
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
     dtype: str
     shape: tuple[int, ...]
     data: bytes
 
+    @field_validator("dtype")
     @classmethod
-    def from_numpy(cls, stream: str, seq: int, array: np.ndarray, ts: float | None = None) -> Frame:
-        """A frame holding ``array``'s bytes (C order)."""
-        contiguous = np.ascontiguousarray(array)
+    def _numeric_dtype(cls, value: str) -> str:
+        try:
+            dtype = np.dtype(value)
+        except (TypeError, ValueError):
+            dtype = None
+        if dtype is None or dtype.kind not in FRAME_DTYPE_KINDS or dtype.fields is not None:
+            raise ValueError(f"must be a numeric numpy dtype such as 'uint8' or '<f4' (got {value!r})")
+        return dtype.str
+
+    @field_validator("shape")
+    @classmethod
+    def _non_negative_shape(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(dim < 0 for dim in value):
+            raise ValueError(f"dimensions must be >= 0 (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _data_matches_shape(self) -> Frame:
+        expected = math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        if len(self.data) != expected:
+            raise ValueError(
+                f"data has {len(self.data)} bytes but dtype {self.dtype} and shape {self.shape} need {expected}; "
+                "build frames with Frame.from_numpy"
+            )
+        return self
+
+    @classmethod
+    def from_numpy(cls, stream: str, seq: int, array: npt.NDArray[Any], ts: float | None = None) -> Frame:
+        """A frame holding a copy of ``array``'s values in C order (any memory layout is accepted)."""
         return cls(
             stream=stream,
             seq=seq,
-            ts=_now() if ts is None else ts,
-            dtype=contiguous.dtype.str,
-            shape=tuple(contiguous.shape),
-            data=contiguous.tobytes(),
+            ts=time.time() if ts is None else ts,
+            dtype=array.dtype.str,
+            shape=array.shape,
+            data=array.tobytes(order="C"),
         )
 
-    def to_numpy(self) -> np.ndarray:
-        """The array, read-only, without a copy."""
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """The array as a read-only view of ``data`` (no copy); ``.copy()`` it to write."""
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
 
 
 class Prediction(Message):
-    """An operator's answer for one input record, with where that record came from."""
+    """An operator's answer for one input record, with where that record came from (for joins and replays)."""
 
     schema_name: ClassVar[str] = "prediction/v1"
     pipeline: str
     key: str | None = None
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
     source_topic: str
     source_partition: int
     source_offset: int
@@ -191,7 +231,7 @@ class Allocation(Message):
 
     schema_name: ClassVar[str] = "allocation/v1"
     key: str | None = None
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
     allocations: dict[str, float]
 
 
@@ -203,11 +243,11 @@ class ModelUpdate(Message):
     version: str
     alias: str | None = None
     uri: str
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
 
 
 class DeadLetter(Message):
-    """A record a pipeline could not use, with the reason and enough to find and replay it."""
+    """A record a pipeline could not use: the reason, and enough to find and replay it (raw bytes in base64)."""
 
     schema_name: ClassVar[str] = "dead-letter/v1"
     pipeline: str
@@ -218,98 +258,235 @@ class DeadLetter(Message):
     offset: int
     key_b64: str | None = None
     raw_b64: str
-    ts: float = Field(default_factory=_now)
+    ts: float = Field(default_factory=time.time)
 
 
 SCHEMAS: dict[str, type[Message]] = {
     cls.schema_name: cls
     for cls in (Event, Observation, Action, Reward, Interaction, Frame, Prediction, Allocation, ModelUpdate, DeadLetter)
 }
+"""Every message class by its schema name."""
 
 
 def schema_for(name: str) -> type[Message]:
-    """The message class of a schema name such as ``event/v1``."""
-    try:
-        return SCHEMAS[name]
-    except KeyError:
-        raise UnknownSchemaError(f"unknown schema {name!r}; use one of: {', '.join(SCHEMAS)}") from None
+    """The message class of a schema name such as ``event/v1``; raises :class:`UnknownSchemaError`."""
+    cls = SCHEMAS.get(name)
+    if cls is None:
+        raise UnknownSchemaError(f"unknown schema {name!r}; use one of: {', '.join(SCHEMAS)}")
+    return cls
+
+
+class _NonFiniteLiteral(ValueError):
+    """Raised by the careful parser at a ``NaN``/``Infinity``/``-Infinity`` literal (Python's json accepts them)."""
+
+
+def _refuse_constant(literal: str) -> Any:
+    raise _NonFiniteLiteral(literal)
+
+
+_careful_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
+class _Codec(NamedTuple):
+    """What decode and encode precompute per schema."""
+
+    cls: type[Message]
+    prefix: bytes  # how our encoding of this schema starts: b'{"schema":"event/v1",'
+    validate_json: Callable[[bytes], Any]
+    validate_python: Callable[[Any], Any]
+
+
+def _codec(cls: type[Message]) -> _Codec:
+    if not cls.schema_name:
+        raise ValueError(f"{cls.__name__} has no schema_name; encode a concrete message such as Event")
+    prefix = b'{"schema":' + json.dumps(cls.schema_name).encode() + b","
+    validator = cls.__pydantic_validator__
+    return _Codec(cls, prefix, validator.validate_json, validator.validate_python)
+
+
+_CODECS: dict[str, _Codec] = {name: _codec(cls) for name, cls in SCHEMAS.items()}
+_ENCODE_PREFIX: dict[type[Message], bytes] = {codec.cls: codec.prefix for codec in _CODECS.values()}
+_SCHEMA_KEY = b'"schema"'
 
 
 def encode(message: Message) -> bytes:
-    """The wire form: binary for frames, compact JSON with a ``schema`` field for everything else."""
+    """The wire form of a message: binary for :class:`Frame`, compact UTF-8 JSON led by ``"schema"`` otherwise.
+
+    Raises ``ValueError`` when a message was mutated after validation to hold NaN or infinity.
+    """
     if isinstance(message, Frame):
-        header = json.dumps(
-            {
-                "schema": Frame.schema_name,
-                "stream": message.stream,
-                "seq": message.seq,
-                "ts": message.ts,
-                "dtype": message.dtype,
-                "shape": list(message.shape),
-            },
-            separators=(",", ":"),
-        ).encode()
-        return FRAME_MAGIC + struct.pack(">I", len(header)) + header + message.data
-    body = {"schema": message.schema_name, **message.model_dump(mode="json")}
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        return _encode_frame(message)
+    cls = type(message)
+    prefix = _ENCODE_PREFIX.get(cls) or _codec(cls).prefix
+    body: bytes = cls.__pydantic_serializer__.to_json(message)
+    if (b"NaN" in body or b"Infinity" in body) and _has_non_finite(body):
+        raise ValueError(f"{cls.schema_name} message holds NaN or infinity; only finite numbers can be encoded")
+    return prefix + body[1:] if len(body) > 2 else prefix[:-1] + b"}"
 
 
-def _validation_detail(exc: ValidationError) -> tuple[str, str]:
-    problems = []
-    reason = "validation"
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "record"
-        if "finite" in error["msg"] or "NaN" in error["msg"] or "infinity" in error["msg"]:
-            reason = "non_finite"
-        problems.append(f"field {where!r}: {error['msg']} (got {error.get('input')!r:.60})")
-    return reason, "; ".join(problems)
-
-
-def _decode_frame(raw: bytes) -> Frame:
+def _has_non_finite(body: bytes) -> bool:
+    """Whether ``body`` has a NaN/Infinity literal (not just those letters inside a string)."""
     try:
-        (length,) = struct.unpack(">I", raw[4:8])
-        header = json.loads(raw[8 : 8 + length])
-        header.pop("schema", None)
-        frame = Frame.model_validate({**header, "data": raw[8 + length :]})
-        expected = int(np.prod(frame.shape, dtype=np.int64)) * np.dtype(frame.dtype).itemsize
-    except (struct.error, ValueError, TypeError, AttributeError) as exc:
-        raise DecodeError("bad_frame", f"frame header is unreadable ({exc}); write frames with encode(Frame)") from None
-    if expected != len(frame.data):
-        raise DecodeError(
-            "bad_frame",
-            f"frame has {len(frame.data)} data bytes but dtype {frame.dtype} and shape {frame.shape} need {expected}",
-        )
-    return frame
+        _careful_json(body.decode())
+    except _NonFiniteLiteral:
+        return True
+    return False
+
+
+def _encode_frame(frame: Frame) -> bytes:
+    header = {
+        "schema": Frame.schema_name,
+        "stream": frame.stream,
+        "seq": frame.seq,
+        "ts": frame.ts,
+        "dtype": frame.dtype,
+        "shape": list(frame.shape),
+    }
+    encoded = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    return FRAME_MAGIC + _HEADER_LENGTH.pack(len(encoded)) + encoded + frame.data
 
 
 def decode(raw: bytes, schema: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
-    """Parse and validate one record as ``schema``; raises :class:`DecodeError` saying what was wrong."""
-    cls = schema_for(schema)
+    """Parse and validate one record as ``schema``.
+
+    Raises :class:`UnknownSchemaError` for a schema name no class has, and :class:`DecodeError` for a record that
+    is too large, not JSON (or not a frame), of another schema, not valid, or holding NaN/infinity. A JSON record
+    without a ``"schema"`` field is read as ``schema`` (plain JSON from other tools).
+
+    >>> decode(b'{"user": "u1", "streamer": "s9", "kind": "gift", "value": 5, "ts": 0}', "interaction/v1").value
+    5.0
+    """
+    codec = _CODECS.get(schema) or _codec(schema_for(schema))
     if len(raw) > max_bytes:
         raise DecodeError(
             "oversized",
-            f"record is {len(raw):,} bytes, above the limit of {max_bytes:,} (raise limits.max_message_bytes)",
+            f"record is {len(raw):,} bytes, above the limit of {max_bytes:,}; "
+            "raise limits.max_message_bytes in the pipeline spec or send smaller records",
         )
-    if cls is Frame:
-        if not raw.startswith(FRAME_MAGIC):
-            raise DecodeError("bad_frame", "record does not start with b'EDF1'; write frames with encode(Frame)")
+    if codec.cls is Frame:
         return _decode_frame(raw)
+    prefix = codec.prefix
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError("invalid_json", f"record is not JSON ({exc}); send one JSON object per message") from None
+        if raw.startswith(prefix) and raw[len(prefix) : len(prefix) + 1] == b'"':
+            # Our own encoding: drop the schema field, which already matches, and validate in one pass.
+            message: Message = codec.validate_json(b"{" + raw[len(prefix) :])
+            return message
+        if _SCHEMA_KEY not in raw:
+            message = codec.validate_json(raw)
+            return message
+    except ValidationError:
+        pass  # the careful path below says precisely what is wrong
+    return _decode_carefully(raw, codec)
+
+
+def _decode_carefully(raw: bytes, codec: _Codec) -> Message:
+    """``json.loads`` then ``model_validate``, classifying every failure into a :class:`DecodeError`."""
+    schema = codec.cls.schema_name
+    if raw.startswith(FRAME_MAGIC):
+        raise DecodeError(
+            "wrong_schema", f"record is a frame (starts with {FRAME_MAGIC!r}) but this topic carries {schema!r}"
+        )
+    try:
+        body = _careful_json(raw.decode("utf-8"))
+    except _NonFiniteLiteral as exc:
+        raise DecodeError("non_finite", f"record holds the JSON literal {exc}; " + _FINITE_HINT) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(
+            "invalid_json", f"record is not UTF-8 JSON ({exc}; got {_shown(raw)}); send one JSON object per message"
+        ) from None
     if not isinstance(body, dict):
-        raise DecodeError("invalid_json", f"record is JSON {type(body).__name__}, not an object")
+        raise DecodeError("invalid_json", f"record is a JSON {type(body).__name__}, not an object (got {_shown(body)})")
     seen = body.pop("schema", schema)
     if seen != schema:
-        raise DecodeError("wrong_schema", f"record says schema {seen!r}, this topic carries {schema!r}")
-    found = _non_finite_path(body, "")
-    if found is not None:
         raise DecodeError(
-            "non_finite", f"field {found!r} is NaN or infinite; send finite numbers (drop or impute missing values)"
+            "wrong_schema",
+            f"record says schema {seen!r} but this topic carries {schema!r}; "
+            "send it to a topic of its own schema or fix input.schema in the pipeline spec",
         )
     try:
-        return cls.model_validate(body)
+        message: Message = codec.validate_python(body)
     except ValidationError as exc:
-        reason, detail = _validation_detail(exc)
-        raise DecodeError(reason, detail) from None
+        raise _decode_error(exc, codec.cls) from None
+    return message
+
+
+def _decode_frame(raw: bytes) -> Frame:
+    """Read the binary frame form; every structural problem is ``bad_frame``."""
+    if not raw.startswith(FRAME_MAGIC):
+        raise DecodeError(
+            "bad_frame", f"record does not start with {FRAME_MAGIC!r} (got {_shown(raw[:8])}); write frames with encode"
+        )
+    if len(raw) < 8:
+        raise DecodeError(
+            "bad_frame", f"record is {len(raw)} bytes, too short for a frame header; write frames with encode"
+        )
+    (length,) = _HEADER_LENGTH.unpack_from(raw, 4)
+    if 8 + length > len(raw):
+        raise DecodeError("bad_frame", f"frame header length is {length:,} but only {len(raw) - 8:,} bytes follow")
+    try:
+        header = _careful_json(raw[8 : 8 + length].decode("utf-8"))
+    except _NonFiniteLiteral as exc:
+        raise DecodeError("non_finite", f"frame header holds the JSON literal {exc}; send a finite ts") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError("bad_frame", f"frame header is not UTF-8 JSON ({exc}); write frames with encode") from None
+    if not isinstance(header, dict) or "data" in header:
+        raise DecodeError("bad_frame", f"frame header must be a JSON object without 'data' (got {_shown(header)})")
+    seen = header.pop("schema", Frame.schema_name)
+    if seen != Frame.schema_name:
+        raise DecodeError("wrong_schema", f"frame header says schema {seen!r} but this topic carries 'frame/v1'")
+    try:
+        return Frame.model_validate({**header, "data": raw[8 + length :]})
+    except ValidationError as exc:
+        error = _decode_error(exc, Frame)
+        if error.reason == "validation":
+            error.reason = "bad_frame"
+        raise error from None
+
+
+_UNION_TAGS = frozenset({"float", "int", "str", "bool", "list[float]"})
+"""Location parts pydantic adds for the member of a union (``features.x.float``): not fields, so not shown."""
+
+
+def _decode_error(exc: ValidationError, cls: type[Message]) -> DecodeError:
+    """One readable line from a ValidationError: the fields, what was expected and the values seen."""
+    errors = exc.errors(include_url=False)
+    groups: dict[tuple[int | str, ...], list[ErrorDetails]] = {}
+    for error in errors:
+        groups.setdefault(tuple(part for part in error["loc"] if part not in _UNION_TAGS), []).append(error)
+    for where, group in groups.items():
+        for error in group:
+            if error["type"] == "finite_number":
+                return DecodeError(
+                    "non_finite",
+                    f"field {_dotted(where)!r} is {error['input']!r}; " + _FINITE_HINT,
+                )
+    problems = [_problem(where, group, cls) for where, group in groups.items()]
+    if len(problems) > _MAX_PROBLEMS:
+        problems[_MAX_PROBLEMS:] = [f"and {len(problems) - _MAX_PROBLEMS} more"]
+    return DecodeError("validation", f"{cls.schema_name}: " + "; ".join(problems))
+
+
+def _problem(where: tuple[int | str, ...], group: Sequence[ErrorDetails], cls: type[Message]) -> str:
+    if len(group) > 1:  # one value tried against every member of a union
+        tags = [str(part) for error in group for part in error["loc"] if part in _UNION_TAGS]
+        expected = ", ".join(dict.fromkeys(tags))
+        return f"field {_dotted(where)!r} must be one of {expected} (got {_shown(group[0]['input'])})"
+    error = group[0]
+    name = _dotted(error["loc"])
+    if error["type"] == "missing":
+        return f"field {name!r} is missing"
+    if error["type"] == "extra_forbidden":
+        return f"field {name!r} is not part of {cls.schema_name} (fields: {', '.join(cls.model_fields)})"
+    text = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a check across fields: the input is the whole record, not worth showing
+        return text
+    return f"field {name!r}: {text} (got {_shown(error['input'])})"
+
+
+def _dotted(loc: Sequence[int | str]) -> str:
+    return ".".join(map(str, loc)) or "record"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
