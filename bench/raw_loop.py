@@ -11,7 +11,7 @@ from connectors.bus import KafkaBus
 def main(broker: str, source: str, destination: str) -> None:
     """Copy every record of ``source`` to ``destination`` until SIGTERM."""
     bus = KafkaBus(broker)
-    consumer = bus.consumer(source, group_id=f"raw-{source}", max_poll_records=500, enable_auto_commit=True)
+    consumer = bus.consumer(source, group_id=f"raw-{source}", max_poll_records=500)
     producer = bus.producer(linger_ms=1)
     running = True
 

@@ -83,6 +83,8 @@ class KafkaBus:
             "enable_auto_commit": group_id is not None,
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
+            # Tansu holds a fetch for its whole wait even when data arrives; a short wait keeps latency low
+            "fetch_max_wait_ms": 5,
         }
         settings.update(config)
         for topic in topics:

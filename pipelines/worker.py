@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import faust
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,6 +28,7 @@ from pipelines.follower import MODELS_TOPIC
 from pipelines.metrics import WorkerMetrics
 from pipelines.runtime import PipelineRunner, PipelineStatus
 from pipelines.spec import PipelineSpec
+from pipelines.transport import EddyApp
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Worker:
         ensure_topics(self.bus, self.specs, partitions)
         faust_dir = Path(services.artifacts_dir).parent / "faust"
         faust_dir.mkdir(parents=True, exist_ok=True)
-        self.app = faust.App(
+        self.app = EddyApp(
             app_id or "eddy-" + "-".join(s.name for s in self.specs),
             broker=services.broker_url,
             store="memory://",
