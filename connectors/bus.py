@@ -70,7 +70,12 @@ class KafkaBus:
 
     def producer(self, **config: Any) -> KafkaProducer:
         """A producer with sane streaming defaults (small linger, acks from the leader); ``config`` overrides."""
-        settings: dict[str, Any] = {"linger_ms": 5, "acks": 1, "max_request_size": 8 * 1024 * 1024}
+        settings: dict[str, Any] = {
+            "linger_ms": 5,
+            "acks": 1,
+            "enable_idempotence": False,
+            "max_request_size": 8 * 1024 * 1024,
+        }
         settings.update(config)
         return KafkaProducer(bootstrap_servers=self.servers, client_id=self.client_id, **settings)
 
@@ -84,7 +89,7 @@ class KafkaBus:
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
             # Tansu holds a fetch for its whole wait even when data arrives; a short wait keeps latency low
-            "fetch_max_wait_ms": 5,
+            "fetch_max_wait_ms": 20,
         }
         settings.update(config)
         for topic in topics:

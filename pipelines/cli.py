@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kafka", "aiokafka", "faust", "mode", "mlflow", "alembic", "urllib3"):
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "mlflow", "alembic", "urllib3", "pipelines.transport"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     console = Console(stderr=True)
     try:

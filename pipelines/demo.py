@@ -117,9 +117,10 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     await run
     producer.join(timeout=10)
     status = worker.status()[0]
-    console.print(status_line(status, 0.0, url).replace(" │ 0 ev/s", ""))
+    scores = ", ".join(f"{name} {value:.3f}" for name, value in status.scores.items())
     console.print(
-        f"stopped: {status.events_in:,} events, {status.checkpoints} checkpoints, "
-        f"{status.published} model versions published"
+        f"stopped: {status.events_in:,} events, {scores}, {status.drifts} drift alarms, "
+        f"{status.checkpoints} checkpoints, {status.published} model versions published, "
+        f"{status.dead_letters} dead letters"
     )
     return 0
