@@ -11,12 +11,12 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
-from connectors.messages import ModelUpdate
-from connectors.registry import ModelRegistry, RegistryError
 from rich.console import Console
 
 from connectors.bus import BusError, KafkaBus
 from connectors.embedded import SERVICE_KINDS, EmbeddedServiceError, stop_recorded
+from connectors.messages import ModelUpdate
+from connectors.registry import ModelRegistry, RegistryError
 from connectors.services import ResolvedServices, embedded_status, resolve_services, running_services
 from connectors.settings import Settings, SettingsError
 from pipelines.follower import announce

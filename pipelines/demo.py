@@ -16,10 +16,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from connectors.messages import encode
 from rich.console import Console
 
 from connectors.bus import KafkaBus
+from connectors.messages import encode
 from connectors.services import ResolvedServices
 from connectors.sources import drifting_sea
 from pipelines.runtime import PipelineStatus

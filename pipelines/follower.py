@@ -13,11 +13,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from connectors.messages import DecodeError, ModelUpdate, decode, encode
-from connectors.registry import ModelRegistry, RegistryError
 from kafka import TopicPartition
 
 from connectors.bus import KafkaBus
+from connectors.messages import DecodeError, ModelUpdate, decode, encode
+from connectors.registry import ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connectors.messages import Event, Message, Prediction, encode
 from river import drift, metrics
 
+from connectors.messages import Event, Message, Prediction, encode
 from learners.metrics import KappaM
 from pipelines.spec import PipelineSpec, resolve_operator
 
