@@ -83,7 +83,7 @@ def test_demo_example_is_what_the_demo_expects() -> None:
     assert (spec.batch.max, spec.batch.within_ms) == (256, 20)
     assert (spec.checkpoint.every_events, spec.checkpoint.every_s) == (2000, 5)
     assert spec.registry is not None and spec.monitor is not None
-    assert (spec.registry.model, spec.registry.publish_every_events, spec.registry.alias) == ("demo", 20000, "champion")
+    assert (spec.registry.model, spec.registry.publish_every_events, spec.registry.alias) == ("demo", 10000, "champion")
     assert (spec.monitor.detector, spec.monitor.metrics) == ("adwin", ["accuracy"])
 
 
