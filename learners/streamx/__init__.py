@@ -4,7 +4,7 @@ from learners.streamx.ac import StreamAC
 from learners.streamx.init import sparse_init_, sparse_init_module_
 from learners.streamx.networks import LayerNormMLP
 from learners.streamx.normalizers import ObservationNormalizer, RewardScaler, Welford
-from learners.streamx.obgd import ObGD, foreach_obgd_update, obgd_step_size, register_update_backend
+from learners.streamx.obgd import ObGD, foreach_obgd_update, obgd_step_size
 from learners.streamx.q import StreamQ, StreamSARSA, StreamValueAgent
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "Welford",
     "foreach_obgd_update",
     "obgd_step_size",
-    "register_update_backend",
     "sparse_init_",
     "sparse_init_module_",
 ]

@@ -47,7 +47,11 @@ class Welford:
 
     def state_dict(self) -> dict[str, Any]:
         """Count, mean and M2 as tensors (loadable with ``torch.load(weights_only=True)``)."""
-        return {"count": self.count, "mean": torch.from_numpy(self.mean.copy()), "m2": torch.from_numpy(self.m2.copy())}
+        return {
+            "count": self.count,
+            "mean": torch.from_numpy(np.array(self.mean)),
+            "m2": torch.from_numpy(np.array(self.m2)),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""

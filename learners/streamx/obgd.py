@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import torch
 
-__all__ = ["ObGD", "ObGDUpdate", "foreach_obgd_update", "obgd_step_size", "register_update_backend"]
+__all__ = ["ObGD", "ObGDUpdate", "foreach_obgd_update", "obgd_step_size"]
 
 
 class ObGDUpdate(Protocol):
@@ -73,21 +73,13 @@ def foreach_obgd_update(
     return step
 
 
-_UPDATE_BACKENDS: dict[str, ObGDUpdate] = {"cpu": foreach_obgd_update}
-
-
-def register_update_backend(device_type: str, update: ObGDUpdate) -> None:
-    """Use ``update`` for ObGD steps on parameters of ``device_type`` (``"cuda"``, ...).
-
-    ``learners/`` may not import ``kernels/`` (DESIGN.md §1), so whoever composes the two (a pipeline, a benchmark)
-    registers the Triton kernel: ``register_update_backend("cuda", kernels.obgd.obgd_update_triton)``. Devices
-    without a registered backend use :func:`foreach_obgd_update`.
-    """
-    _UPDATE_BACKENDS[device_type] = update
-
-
 def _backend_for(device: torch.device) -> ObGDUpdate:
-    return _UPDATE_BACKENDS.get(device.type, foreach_obgd_update)
+    """The fused update for parameters on ``device``: the Triton kernel on CUDA, ``torch._foreach_*`` elsewhere."""
+    if device.type == "cuda":
+        from kernels.obgd import obgd_update_triton  # imported here: triton loads only where a GPU runs it
+
+        return obgd_update_triton
+    return foreach_obgd_update
 
 
 class ObGD(torch.optim.Optimizer):
@@ -101,8 +93,8 @@ class ObGD(torch.optim.Optimizer):
         theta <- theta + min(lr / M, lr) * delta * e
         e <- 0 if reset                                    (after the update)
 
-    The update is one fused call: ``torch._foreach_*`` by default, or a backend registered for the parameters'
-    device type with :func:`register_update_backend` (e.g. the Triton kernel in ``kernels/obgd.py`` on CUDA).
+    The update is one fused call: the Triton kernel of ``kernels/obgd.py`` for CUDA parameters, ``torch._foreach_*``
+    on every other device.
 
     Parameters
     ----------
