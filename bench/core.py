@@ -94,10 +94,13 @@ def _send_at_rate(bus: KafkaBus, topic: str, count: int, rate: float, sent: dict
     producer.close()
 
 
-def _input_time(record: ConsumerRecord, sent: dict[tuple[int, int], float]) -> float:
+def _input_time(record: ConsumerRecord, sent: dict[tuple[int, int], float]) -> float | None:
+    """When the input behind an output was sent; None for the warm-up event and unmatched outputs."""
     body = json.loads(record.value)
+    if body.get("key") == "warm":
+        return None
     if body.get("schema") == "prediction/v1":
-        return sent[(body["source_partition"], body["source_offset"])]
+        return sent.get((body["source_partition"], body["source_offset"]))
     return float(body["ts"])
 
 
@@ -183,8 +186,11 @@ class CoreBench:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        latencies = [r.timestamp / 1000.0 - _input_time(r, sent) for r in records if _has_input(r, sent)]
-        latencies = [1000.0 * v for v in latencies]
+        latencies = []
+        for record in records:
+            sent_at = _input_time(record, sent)
+            if sent_at is not None:
+                latencies.append(record.timestamp - 1000.0 * sent_at)
         return _percentile(latencies, 0.5), _percentile(latencies, 0.99)
 
     def _wait_ready(self, src: str, dst: str) -> None:
@@ -193,15 +199,6 @@ class CoreBench:
         self.bus.produce(src, [warm], keys=[b"warm"])
         if not self.bus.read(dst, 1, timeout_s=120):
             raise RuntimeError(f"no output on {dst} within 120 s; see logs in {self.workdir}")
-
-
-def _has_input(record: ConsumerRecord, sent: dict[tuple[int, int], float]) -> bool:
-    body = json.loads(record.value)
-    if body.get("key") == "warm":
-        return False
-    if body.get("schema") == "prediction/v1":
-        return (body["source_partition"], body["source_offset"]) in sent
-    return True
 
 
 def run(events: int = 30_000, latency_seconds: float = 10.0) -> str:

@@ -27,10 +27,6 @@ log = logging.getLogger("eddy")
 Handler = Callable[[argparse.Namespace, Settings, Console], int]
 
 
-def _registry(settings: Settings) -> ModelRegistry:
-    return ModelRegistry(settings.registry_uri, settings.artifacts_dir)
-
-
 def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Start the embedded broker and Redis in the background for this project directory."""
     resolved = resolve_services(settings, detached=True)
@@ -179,7 +175,7 @@ def cmd_spec(args: argparse.Namespace, settings: Settings, console: Console) -> 
 
 def cmd_models(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """List model versions, promote a version to an alias, roll an alias back."""
-    registry = _registry(settings)
+    registry = ModelRegistry.from_settings(settings)
     if args.models_command == "list":
         if args.model:
             for version in registry.list_versions(args.model):

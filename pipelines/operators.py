@@ -205,6 +205,32 @@ def _predict(model: Any, x: Features) -> tuple[Any, dict[Any, float] | None]:
     return model.predict_one(x), None
 
 
+def _answer(
+    spec: PipelineSpec,
+    records: Sequence[Record],
+    model: Any,
+    version: str | None,
+    scoreboard: Scoreboard,
+    *,
+    learn: bool,
+) -> BatchResult:
+    """Predict each record in order (then learn it when ``learn``), scoring labelled ones; model errors reject."""
+    result = BatchResult()
+    for record in records:
+        x, y = features_and_label(record.message, spec.operator.target)
+        try:
+            y_pred, proba = _predict(model, x)
+            if learn:
+                model.learn_one(x, y)
+        except Exception as exc:  # a record the model cannot take must not stop the worker
+            result.rejected.append(Rejection(record.source, "operator_error", f"{type(exc).__name__}: {exc}"))
+            continue
+        if y is not None:
+            scoreboard.update(y, y_pred, proba)
+        result.outputs.append(_prediction(spec, record, y_pred, proba, y, version))
+    return result
+
+
 @dataclass
 class LearnerOperator:
     """Prequential host for a River-compatible learner: predict, score, then learn, one record at a time."""
@@ -230,19 +256,8 @@ class LearnerOperator:
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """Predict, score and learn each record in order; one prediction per record."""
-        result = BatchResult()
-        target = self.spec.operator.target
-        for record in records:
-            x, y = features_and_label(record.message, target)
-            try:
-                y_pred, proba = _predict(self.learner, x)
-                self.learner.learn_one(x, y)
-            except Exception as exc:  # a record the model cannot take must not stop the worker
-                result.rejected.append(Rejection(record.source, "operator_error", f"{type(exc).__name__}: {exc}"))
-                continue
-            self.scoreboard.update(y, y_pred, proba)
-            self.learned += 1
-            result.outputs.append(_prediction(self.spec, record, y_pred, proba, y, self.version))
+        result = _answer(self.spec, records, self.learner, self.version, self.scoreboard, learn=True)
+        self.learned += len(result.outputs)
         return result
 
     def state(self) -> Any:
@@ -286,19 +301,7 @@ class ServingOperator:
         """One prediction per record with the current model."""
         if self.model is None:
             raise RuntimeError(f"pipeline {self.spec.name!r}: no model to serve yet")
-        result = BatchResult()
-        target = self.spec.operator.target
-        for record in records:
-            x, y = features_and_label(record.message, target)
-            try:
-                y_pred, proba = _predict(self.model, x)
-            except Exception as exc:  # a record the model cannot take must not stop the worker
-                result.rejected.append(Rejection(record.source, "operator_error", f"{type(exc).__name__}: {exc}"))
-                continue
-            if y is not None:
-                self.scoreboard.update(y, y_pred, proba)
-            result.outputs.append(_prediction(self.spec, record, y_pred, proba, y, self.version))
-        return result
+        return _answer(self.spec, records, self.model, self.version, self.scoreboard, learn=False)
 
     def state(self) -> Any:
         """Serving state is the metrics only: the model itself comes from the registry."""

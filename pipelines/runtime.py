@@ -282,6 +282,10 @@ class PipelineRunner:
             async with self.lock:
                 await self._checkpoint()
 
+    def _offsets(self) -> dict[str, int]:
+        """The next offset to read per input partition, keyed ``topic:partition`` (what checkpoints cover)."""
+        return {offset_key(tp.topic, tp.partition): offset for tp, offset in self.next_offsets.items()}
+
     def _checkpoint_due(self) -> bool:
         policy = self.spec.checkpoint
         return self.since_checkpoint >= policy.every_events or (
@@ -291,7 +295,7 @@ class PipelineRunner:
     async def _checkpoint(self) -> None:
         """Flush outputs, then write state + offsets in one transaction (caller holds ``self.lock``)."""
         await self.app.producer.flush()
-        offsets = {offset_key(tp.topic, tp.partition): offset for tp, offset in self.next_offsets.items()}
+        offsets = self._offsets()
         started = time.perf_counter()
         await self._run(self._write_checkpoint, offsets)
         self.metrics.checkpoint_seconds.labels(self.spec.name).observe(time.perf_counter() - started)
@@ -322,7 +326,7 @@ class PipelineRunner:
 
     async def _publish(self) -> None:
         assert isinstance(self.operator, LearnerOperator) and self.spec.registry is not None
-        offsets = {offset_key(tp.topic, tp.partition): offset for tp, offset in self.next_offsets.items()}
+        offsets = self._offsets()
         info = await self._run(self._publish_version, offsets)
         self.operator.version = info.version
         self.last_published_learned = self.operator.learned

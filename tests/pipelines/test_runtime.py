@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from connectors.bus import KafkaBus
-from connectors.embedded import ServiceProcess
+from connectors.embedded import ServiceProcess, free_port
 from connectors.messages import Event, ModelUpdate, encode
 from connectors.registry import ModelRegistry
 from connectors.services import ResolvedServices
@@ -63,7 +63,7 @@ def test_learner_pipeline_predicts_prequentially_and_exports_metrics(
 ) -> None:
     topic = topic_factory("events", partitions=3)
     produce(bus, topic, events(600))
-    port = _free_port()
+    port = free_port()
     worker = run_worker([learn_spec("prequential", topic)], port=port)
     worker.wait_for(lambda: worker.worker.status()[0].learned == 600, 60, "600 events learned")
 
@@ -264,7 +264,7 @@ def test_watchdog_reports_a_frozen_operator(
     bus: KafkaBus, topic_factory: Callable[..., str], run_worker: Callable[..., WorkerThread]
 ) -> None:
     topic = topic_factory("events")
-    port = _free_port()
+    port = free_port()
     spec = learn_spec("frozen", topic, operator={"use": "tests.pipelines.support:GatedLearner", "mode": "learn"})
     worker = run_worker([spec], port=port, stall_threshold_s=0.5)
     support.GATE.clear()
@@ -285,9 +285,3 @@ def _readyz(port: int) -> int:
         return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
-
-
-def _free_port() -> int:
-    from connectors.embedded import free_port
-
-    return free_port()
