@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from bench import core
+from bench import core, replay
+
+BENCHMARKS = ("core", "replay")
 
 
 def main() -> None:
     """Run the benchmarks named on the command line (default: all)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--events", type=int, default=30_000, help="pre-filled events for throughput")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--events", type=int, default=30_000, help="pre-filled events for core throughput")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="seconds of offered load for latency")
+    parser.add_argument("--replay-events", type=int, default=50_000, help="messages per replay throughput run")
     args = parser.parse_args()
-    print(core.run(args.events, args.latency_seconds))
+    unknown = sorted(set(args.names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    names = args.names or BENCHMARKS
+    if "core" in names:
+        print(core.run(args.events, args.latency_seconds))
+    if "replay" in names:
+        print(replay.run(args.replay_events))
 
 
 if __name__ == "__main__":

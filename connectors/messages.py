@@ -216,7 +216,9 @@ class Prediction(Message):
     schema_name: ClassVar[str] = "prediction/v1"
     pipeline: str
     key: str | None = None
-    ts: float = Field(default_factory=time.time)
+    ts: float = Field(
+        default_factory=time.time, description="Event time of the input record answered (so replays reproduce it)."
+    )
     source_topic: str
     source_partition: int
     source_offset: int

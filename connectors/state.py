@@ -115,6 +115,9 @@ class Checkpoint(BaseModel):
     events: int = 0
     created_at: float = Field(default_factory=time.time)
     meta: dict[str, str] = Field(default_factory=dict)
+    replayed: dict[str, int] = Field(
+        default_factory=dict, description="Highest replayed offset seen per recorded partition (replay dedupe)."
+    )
 
     @field_validator("pipeline")
     @classmethod
@@ -145,6 +148,7 @@ class Checkpoint(BaseModel):
             "events": str(self.events).encode(),
             "created_at": repr(self.created_at).encode(),
             "meta": json.dumps(self.meta, sort_keys=True).encode(),
+            "replayed": json.dumps(self.replayed, sort_keys=True).encode(),
         }
 
     @classmethod
@@ -158,6 +162,7 @@ class Checkpoint(BaseModel):
                 events=int(fields[b"events"]),
                 created_at=float(fields[b"created_at"]),
                 meta=json.loads(fields[b"meta"]),
+                replayed=json.loads(fields.get(b"replayed", b"{}")),
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(

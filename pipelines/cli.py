@@ -9,14 +9,19 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from connectors.bus import BusError, KafkaBus
 from connectors.embedded import SERVICE_KINDS, EmbeddedServiceError, stop_recorded
 from connectors.messages import ModelUpdate
+from connectors.recording import parse_time
 from connectors.registry import ModelRegistry, RegistryError
+from connectors.replay import parse_topic_map, plan_replay, record_topics, replay_plan
 from connectors.services import ResolvedServices, embedded_status, resolve_services, running_services
 from connectors.settings import Settings, SettingsError
 from pipelines.follower import announce
@@ -162,6 +167,73 @@ def _meta(record: object) -> dict[str, object]:
     }
 
 
+@contextmanager
+def _stop_on_interrupt() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT) and SIGTERM set, so long jobs end between two messages and report."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_record(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Record topics to a file, one kcat-style JSON envelope per message."""
+    since = None if args.from_beginning else parse_time(args.since or "now")
+    until = parse_time(args.until) if args.until else None
+    with running_services(settings) as services, _stop_on_interrupt() as stop:
+        columns = (SpinnerColumn(), TextColumn("recording {task.completed:,} messages"))
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("record", total=None)
+            summary = record_topics(
+                KafkaBus(services.broker_url),
+                args.topics,
+                args.out,
+                since_ms=since,
+                until_ms=until,
+                limit=args.limit,
+                stop=stop,
+                progress=lambda n: bar.update(task, completed=n),
+            )
+    console.print(summary.describe(), highlight=False)
+    return 130 if summary.interrupted else 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Replay recordings onto topics at a chosen speed, keeping partitions, order and pacing."""
+    plan = plan_replay(
+        args.files,
+        topic_map=parse_topic_map(args.topic_map),
+        since_ms=parse_time(args.since) if args.since else None,
+        until_ms=parse_time(args.until) if args.until else None,
+        keys=[k for k in args.keys.split(",") if k] if args.keys is not None else None,
+        skip_bad=args.skip_bad,
+    )
+    for bad in plan.bad_lines[:10]:
+        console.print(f"[yellow]skipped[/] {bad}", highlight=False)
+    if len(plan.bad_lines) > 10:
+        console.print(f"[yellow]skipped[/] {len(plan.bad_lines) - 10} more bad lines", highlight=False)
+    speed = None if args.max_speed else args.speed
+    with running_services(settings) as services, _stop_on_interrupt() as stop:
+        columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("replay", total=len(plan.messages))
+            summary = replay_plan(
+                KafkaBus(services.broker_url),
+                plan,
+                speed=speed,
+                dedupe=args.dedupe,
+                stop=stop,
+                progress=lambda n: bar.update(task, completed=n),
+            )
+    console.print(summary.describe(), highlight=False)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.complete else 1
+
+
 def cmd_spec(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Validate spec files or print the JSON schema."""
     if args.spec_command == "schema":
@@ -195,6 +267,12 @@ def cmd_models(args: argparse.Namespace, settings: Settings, console: Console) -
         )
     console.print(f"models:/{info.model}@{args.alias} -> version {info.version}", highlight=False)
     return 0
+
+
+TIME_HELP = (
+    "TIME is 'now', a relative time ('-10m' ago, '+30s' ahead; units ms s m h d), an ISO-8601 date-time "
+    "('2026-11-24T10:00:00Z'), or epoch milliseconds."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +332,37 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--limit", type=int, default=None, help="stop after N messages")
     consume.add_argument("--timeout", type=float, default=None, help="stop after S seconds without messages")
     consume.add_argument("--meta", action="store_true", help="print partition, offset and key with each value")
+
+    record = add("record", cmd_record, "record topics to a JSONL file (.jsonl, .jsonl.gz, .jsonl.zst; kcat -J fields)")
+    record.add_argument("topics", nargs="+", metavar="TOPIC")
+    record.add_argument("--out", required=True, metavar="FILE", help="recording to write; its suffix picks compression")
+    start = record.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="record from the oldest message")
+    start.add_argument("--since", metavar="TIME", help="record messages from TIME on (default: from now)")
+    end = record.add_mutually_exclusive_group()
+    end.add_argument("--until", metavar="TIME", help="stop once every partition is past TIME (e.g. now, +5m)")
+    end.add_argument("--limit", type=int, metavar="N", help="stop after N messages")
+    record.epilog = TIME_HELP
+
+    replay = add("replay", cmd_replay, "replay recordings onto topics, keeping partitions, order and pacing")
+    replay.add_argument("files", nargs="+", metavar="FILE", help="recordings (.jsonl, .jsonl.gz, .jsonl.zst)")
+    replay.add_argument("--topic-map", metavar="OLD=NEW,...", help="produce OLD's messages to NEW")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed", type=float, default=1.0, metavar="FACTOR", help="2.0 replays twice as fast (default 1)"
+    )
+    pace.add_argument("--max-speed", action="store_true", help="no pacing: as fast as the broker takes them")
+    replay.add_argument("--since", metavar="TIME", help="only messages with timestamps from TIME on")
+    replay.add_argument("--until", metavar="TIME", help="only messages with timestamps up to TIME")
+    replay.add_argument("--keys", metavar="K,...", help="only messages with these keys")
+    replay.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="stamp each message with an eddy-replay-id header, so a restarted replay gives no duplicates to "
+        "consumers that honour it (Eddy pipelines do)",
+    )
+    replay.add_argument("--skip-bad", action="store_true", help="skip and count bad lines instead of stopping")
+    replay.epilog = TIME_HELP
 
     spec = add("spec", cmd_spec, "validate pipeline specs or print their JSON schema")
     spec_sub = spec.add_subparsers(dest="spec_command", required=True, metavar="ACTION")

@@ -24,6 +24,12 @@ class WorkerMetrics:
             ["pipeline"],
             registry=r,
         )
+        self.replay_duplicates = Counter(
+            "eddy_replay_duplicates_skipped",
+            "Replayed records skipped because their eddy-replay-id was already seen (eddy replay --dedupe)",
+            ["pipeline"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "eddy_batch_size",
             "Records per micro-batch",

@@ -14,7 +14,6 @@ Operators are plain synchronous objects: the runtime calls them from one executo
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -184,7 +183,7 @@ def _prediction(spec: PipelineSpec, record: Record, y_pred: Any, proba: Any, lab
     message = Prediction(
         pipeline=spec.name,
         key=source.key.decode("utf-8", "replace") if source.key is not None else None,
-        ts=time.time(),
+        ts=getattr(record.message, "ts", None) or source.timestamp_ms / 1000.0,
         source_topic=source.topic,
         source_partition=source.partition,
         source_offset=source.offset,

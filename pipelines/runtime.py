@@ -16,6 +16,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from faust.types import TP
 from connectors.bus import KafkaBus
 from connectors.messages import DeadLetter, DecodeError, ModelUpdate, decode, encode
 from connectors.registry import ModelRegistry
+from connectors.replay import ReplayDeduper
 from connectors.state import Checkpoint, StateStore, offset_key, parse_offset_key
 from pipelines.follower import MODELS_TOPIC, ModelFollower, update_key
 from pipelines.metrics import WorkerMetrics
@@ -63,6 +65,7 @@ class PipelineStatus:
     drifts: int
     max_stall_s: float
     partitions: list[str] = field(default_factory=list)
+    outputs_by_name: dict[str, int] = field(default_factory=dict)
 
 
 class PipelineRunner:
@@ -94,6 +97,7 @@ class PipelineRunner:
         self.last_progress: dict[TP, float] = {}
         self.assigned: set[TP] = set()
         self.counts = {"in": 0, "out": 0, "dead": 0, "checkpoints": 0, "published": 0}
+        self.outputs_by_name: Counter[str] = Counter()
         self.since_checkpoint = 0
         self.last_checkpoint_at = time.monotonic()
         self.last_published_learned = 0
@@ -102,6 +106,7 @@ class PipelineRunner:
         self.lags: dict[TP, int] = {}
         self.stalls: dict[TP, float] = {}
         self.input_topics = set(spec.input.topics)
+        self.deduper = ReplayDeduper()
         topic = app.topic(*spec.input.topics, value_serializer="raw", key_serializer="raw")
         app.agent(topic, name=f"eddy.{spec.name}")(self._agent)
         if isinstance(self.operator, ServingOperator):
@@ -155,6 +160,7 @@ class PipelineRunner:
             return
         self.operator.load_state(load_state(checkpoint.state, self.secret))
         self.counts["in"] = checkpoint.events
+        self.deduper = ReplayDeduper(checkpoint.replayed)
         self.since_checkpoint = 0
         offsets = {parse_offset_key(k): v for k, v in checkpoint.offsets.items()}
         for tp in mine:
@@ -206,6 +212,9 @@ class PipelineRunner:
                 continue
             self.done_offsets.setdefault(tp, msg.offset)
             self.next_offsets[tp] = batch_offsets[tp] = msg.offset + 1
+            if self.deduper.is_duplicate(msg.headers):
+                self.metrics.replay_duplicates.labels(name).inc()
+                continue
             raw = msg.value if msg.value is not None else b""
             source = Source(raw, msg.key, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
             try:
@@ -243,8 +252,9 @@ class PipelineRunner:
         for output in outputs:
             latency.observe(max(0.0, now_ms - output.source_timestamp_ms) / 1000.0)
         self.counts["out"] += len(outputs)
-        for output_name in {o.output for o in outputs}:
-            self.metrics.events_out.labels(name, output_name).inc(sum(1 for o in outputs if o.output == output_name))
+        for output_name, count in Counter(o.output for o in outputs).items():
+            self.metrics.events_out.labels(name, output_name).inc(count)
+            self.outputs_by_name[output_name] += count
 
     async def _send_dead_letters(self, rejected: list[Rejection]) -> None:
         producer = self.app.producer
@@ -315,6 +325,7 @@ class PipelineRunner:
                 events=self.counts["in"],
                 created_at=time.time(),
                 meta={"model_version": version or ""},
+                replayed=dict(self.deduper.marks),
             )
         )
 
@@ -419,4 +430,5 @@ class PipelineRunner:
             drifts=scoreboard.drifts if scoreboard is not None else 0,
             max_stall_s=max(self.stalls.values(), default=0.0),
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in self.assigned),
+            outputs_by_name=dict(self.outputs_by_name),
         )

@@ -1,8 +1,9 @@
-"""Real services for the tests: the embedded broker, redis-server, MLflow on sqlite, in-process workers."""
+"""Test set-up: the services come from the ``eddy`` pytest plugin (pipelines/testing/plugin.py), installed with
+the package; in-process workers from tests/fixtures/worker.py."""
 
 import os
 
 # Triton decides at import whether it interprets kernels: tests run them on the CPU (DESIGN.md §8)
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.mlflow", "tests.fixtures.redis", "tests.fixtures.worker"]
+pytest_plugins = ["pytester", "tests.fixtures.worker"]

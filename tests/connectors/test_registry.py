@@ -10,15 +10,15 @@ import pytest
 
 from connectors.registry import ModelRegistry, ModelVersionInfo, RegistryError, parse_model_uri
 from connectors.settings import Settings
-from tests.fixtures.mlflow import make_registry
+from pipelines.testing.plugin import make_registry
 
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> ModelRegistry:
+def shared(tmp_path_factory: pytest.TempPathFactory, eddy_mlflow_template: Path) -> ModelRegistry:
     """One store for the module; every test registers its own model names."""
-    return make_registry(tmp_path_factory.mktemp("registry"), mlflow_template_db)
+    return make_registry(tmp_path_factory.mktemp("registry"), eddy_mlflow_template)
 
 
 Publish = Callable[..., ModelVersionInfo]
@@ -189,32 +189,32 @@ def test_bad_publish_arguments(publish: Publish) -> None:
         publish("not bytes")
 
 
-def test_list_models(registry: ModelRegistry) -> None:
-    assert registry.list_models() == []
+def test_list_models(eddy_registry: ModelRegistry) -> None:
+    assert eddy_registry.list_models() == []
     for model in ("beta", "alpha", "alpha"):
-        registry.publish(model, b"p", params={}, metrics={}, offsets={}, events=1)
-    registry.promote("alpha", 1)
-    registry.promote("alpha", 2, "canary")
+        eddy_registry.publish(model, b"p", params={}, metrics={}, offsets={}, events=1)
+    eddy_registry.promote("alpha", 1)
+    eddy_registry.promote("alpha", 2, "canary")
 
-    models = registry.list_models()
+    models = eddy_registry.list_models()
     assert [(m.name, m.latest_version, m.aliases) for m in models] == [
         ("alpha", "2", {"champion": "1", "canary": "2"}),
         ("beta", "1", {}),
     ]
 
 
-def test_from_settings_keeps_everything_under_home(tmp_path: Path, mlflow_template_db: Path) -> None:
+def test_from_settings_keeps_everything_under_home(tmp_path: Path, eddy_mlflow_template: Path) -> None:
     settings = Settings(home=tmp_path / "nested" / ".eddy")
     settings.home.mkdir(parents=True)
-    (settings.home / "mlflow.db").write_bytes(mlflow_template_db.read_bytes())
+    (settings.home / "mlflow.db").write_bytes(eddy_mlflow_template.read_bytes())
     registry = ModelRegistry.from_settings(settings)
     info = registry.publish("home-model", b"p", params={}, metrics={}, offsets={}, events=1)
     assert Path(info.source).is_relative_to(settings.artifacts_dir)
     assert registry.load_uri("models:/home-model/1").payload == b"p"
 
 
-def test_registries_coexist(registry: ModelRegistry, shared: ModelRegistry, publish: Publish) -> None:
+def test_registries_coexist(eddy_registry: ModelRegistry, shared: ModelRegistry, publish: Publish) -> None:
     publish(b"shared-only", model="coexist")
-    registry.publish("coexist", b"fresh-only", params={}, metrics={}, offsets={}, events=1)
-    assert registry.load("coexist", version=1).payload == b"fresh-only"
+    eddy_registry.publish("coexist", b"fresh-only", params={}, metrics={}, offsets={}, events=1)
+    assert eddy_registry.load("coexist", version=1).payload == b"fresh-only"
     assert shared.load("coexist", version=1).payload == b"shared-only"

@@ -14,32 +14,32 @@ from connectors.state import Checkpoint, StateStore, StateUnavailableError, offs
 # -- per-key state ---------------------------------------------------------------------------------------------------
 
 
-def test_put_get_delete_round_trip(state_store: StateStore) -> None:
-    assert state_store.get("users", "u1") is None
-    state_store.put("users", "u1", b"\x00\xffstate")
-    assert state_store.get("users", "u1") == b"\x00\xffstate"
-    state_store.put("users", "u1", b"newer")
-    assert state_store.get("users", "u1") == b"newer"
-    state_store.delete("users", "u1")
-    state_store.delete("users", "u1")  # deleting a missing key is fine
-    assert state_store.get("users", "u1") is None
+def test_put_get_delete_round_trip(eddy_state: StateStore) -> None:
+    assert eddy_state.get("users", "u1") is None
+    eddy_state.put("users", "u1", b"\x00\xffstate")
+    assert eddy_state.get("users", "u1") == b"\x00\xffstate"
+    eddy_state.put("users", "u1", b"newer")
+    assert eddy_state.get("users", "u1") == b"newer"
+    eddy_state.delete("users", "u1")
+    eddy_state.delete("users", "u1")  # deleting a missing key is fine
+    assert eddy_state.get("users", "u1") is None
 
 
-def test_get_many_put_many_and_keys(state_store: StateStore) -> None:
+def test_get_many_put_many_and_keys(eddy_state: StateStore) -> None:
     items = {f"room:{i}": bytes([i]) * i for i in range(50)} | {"glob*[?]": b"literal"}
-    state_store.put_many("rooms", items)
-    state_store.put_many("rooms", {})
-    assert state_store.get_many("rooms", [*items, "missing"]) == {**items, "missing": None}
-    assert state_store.get_many("rooms", []) == {}
-    assert state_store.keys("rooms") == sorted(items)
-    assert state_store.keys("other") == []
+    eddy_state.put_many("rooms", items)
+    eddy_state.put_many("rooms", {})
+    assert eddy_state.get_many("rooms", [*items, "missing"]) == {**items, "missing": None}
+    assert eddy_state.get_many("rooms", []) == {}
+    assert eddy_state.keys("rooms") == sorted(items)
+    assert eddy_state.keys("other") == []
 
 
-def test_namespaces_are_separate(state_store: StateStore) -> None:
-    state_store.put("a", "k", b"in a")
-    state_store.put("ab", "k", b"in ab")
-    assert state_store.get("a", "k") == b"in a"
-    assert state_store.keys("a") == ["k"]
+def test_namespaces_are_separate(eddy_state: StateStore) -> None:
+    eddy_state.put("a", "k", b"in a")
+    eddy_state.put("ab", "k", b"in ab")
+    assert eddy_state.get("a", "k") == b"in a"
+    assert eddy_state.keys("a") == ["k"]
     assert StateStore.kv_key("a", "k:1") == "eddy:a:kv:k:1"
 
 
@@ -57,22 +57,22 @@ def _checkpoint(n: int, pipeline: str = "live-ctr", writer: str = "w") -> Checkp
     )
 
 
-def test_checkpoint_round_trip_keeps_previous(state_store: StateStore) -> None:
-    assert state_store.read_checkpoint("live-ctr") is None
+def test_checkpoint_round_trip_keeps_previous(eddy_state: StateStore) -> None:
+    assert eddy_state.read_checkpoint("live-ctr") is None
     first, second = _checkpoint(1), _checkpoint(2)
-    state_store.write_checkpoint(first)
-    assert state_store.read_checkpoint("live-ctr") == first
-    assert state_store.read_checkpoint("live-ctr", previous=True) is None
-    state_store.write_checkpoint(second)
-    assert state_store.read_checkpoint("live-ctr") == second
-    assert state_store.read_checkpoint("live-ctr", previous=True) == first
-    assert state_store.read_checkpoint("other") is None
-    state_store.delete_checkpoint("live-ctr")
-    assert state_store.read_checkpoint("live-ctr") is None
-    assert state_store.read_checkpoint("live-ctr", previous=True) is None
+    eddy_state.write_checkpoint(first)
+    assert eddy_state.read_checkpoint("live-ctr") == first
+    assert eddy_state.read_checkpoint("live-ctr", previous=True) is None
+    eddy_state.write_checkpoint(second)
+    assert eddy_state.read_checkpoint("live-ctr") == second
+    assert eddy_state.read_checkpoint("live-ctr", previous=True) == first
+    assert eddy_state.read_checkpoint("other") is None
+    eddy_state.delete_checkpoint("live-ctr")
+    assert eddy_state.read_checkpoint("live-ctr") is None
+    assert eddy_state.read_checkpoint("live-ctr", previous=True) is None
 
 
-def test_checkpoint_write_is_atomic_under_concurrent_writers(state_store: StateStore) -> None:
+def test_checkpoint_write_is_atomic_under_concurrent_writers(eddy_state: StateStore) -> None:
     """Two writers and a reader: every checkpoint read has the offsets, events and meta of its own state."""
     writes_per_thread = 300
     stop = threading.Event()
@@ -82,7 +82,7 @@ def test_checkpoint_write_is_atomic_under_concurrent_writers(state_store: StateS
     def write(writer: str, start: int) -> None:
         try:
             for n in range(start, start + writes_per_thread):
-                state_store.write_checkpoint(_checkpoint(n, writer=writer))
+                eddy_state.write_checkpoint(_checkpoint(n, writer=writer))
         except BaseException as exc:
             errors.append(exc)
 
@@ -90,13 +90,13 @@ def test_checkpoint_write_is_atomic_under_concurrent_writers(state_store: StateS
         try:
             while not stop.is_set():
                 for previous in (False, True):
-                    cp = state_store.read_checkpoint("live-ctr", previous=previous)
+                    cp = eddy_state.read_checkpoint("live-ctr", previous=previous)
                     if cp is not None:
                         seen.append(cp)
         except BaseException as exc:
             errors.append(exc)
 
-    state_store.write_checkpoint(_checkpoint(0))
+    eddy_state.write_checkpoint(_checkpoint(0))
     writers = [threading.Thread(target=write, args=(name, start)) for name, start in (("a", 1), ("b", 100_000))]
     reader = threading.Thread(target=read)
     reader.start()
@@ -124,10 +124,8 @@ def test_offset_keys_round_trip() -> None:
 
 
 @pytest.mark.parametrize("fault", ["stop", "kill"])
-def test_put_waits_for_a_stopped_server_and_lands(
-    redis_server_factory: Callable[[], ServiceProcess], fault: str
-) -> None:
-    server = redis_server_factory()
+def test_put_waits_for_a_stopped_server_and_lands(eddy_redis_factory: Callable[[], ServiceProcess], fault: str) -> None:
+    server = eddy_redis_factory()
     waiting = threading.Event()
     attempts: list[int] = []
 
@@ -163,8 +161,8 @@ def test_put_waits_for_a_stopped_server_and_lands(
     store.close()
 
 
-def test_gives_up_after_retry_timeout(redis_server_factory: Callable[[], ServiceProcess]) -> None:
-    server = redis_server_factory()
+def test_gives_up_after_retry_timeout(eddy_redis_factory: Callable[[], ServiceProcess]) -> None:
+    server = eddy_redis_factory()
     store = StateStore(server.url, retry_timeout_s=0.3)
     server.stop()
     with pytest.raises(StateUnavailableError, match=r"127\.0\.0\.1:\d+/0 unreachable for"):
@@ -173,8 +171,8 @@ def test_gives_up_after_retry_timeout(redis_server_factory: Callable[[], Service
     assert not store.ping()
 
 
-def test_data_persists_across_server_restart(redis_server_factory: Callable[[], ServiceProcess]) -> None:
-    server = redis_server_factory()
+def test_data_persists_across_server_restart(eddy_redis_factory: Callable[[], ServiceProcess]) -> None:
+    server = eddy_redis_factory()
     store = StateStore(server.url)
     store.put_many("users", {"u1": b"one", "u2": b"two"})
     store.write_checkpoint(_checkpoint(7))
@@ -201,9 +199,9 @@ def test_data_persists_across_server_restart(redis_server_factory: Callable[[], 
         (lambda s: s.write_checkpoint({"pipeline": "p"}), "takes a Checkpoint"),
     ],
 )
-def test_bad_input_is_refused(state_store: StateStore, call: Callable[[StateStore], Any], message: str) -> None:
+def test_bad_input_is_refused(eddy_state: StateStore, call: Callable[[StateStore], Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        call(state_store)
+        call(eddy_state)
 
 
 @pytest.mark.parametrize(

@@ -23,12 +23,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "pipelines" / "examples"
 
 @pytest.fixture
 def env(
-    broker: ServiceProcess, redis_server: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eddy_broker: ServiceProcess, eddy_redis: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """Environment pointing the CLI at the test services and a private home."""
     values = {
-        "EDDY_BROKER": broker.url,
-        "EDDY_STATE": redis_server.url,
+        "EDDY_BROKER": eddy_broker.url,
+        "EDDY_STATE": eddy_redis.url,
         "EDDY_HOME": str(tmp_path / "home"),
         "EDDY_REGISTRY": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }

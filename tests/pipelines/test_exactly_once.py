@@ -62,14 +62,14 @@ def _wait(proc: subprocess.Popen[bytes], port: int, condition: Any, what: str, t
 @pytest.mark.parametrize("kill_after", [350, 1700, 3100])
 def test_sigkill_and_restart_learns_every_event_exactly_once(
     kill_after: int,
-    bus: KafkaBus,
-    broker: ServiceProcess,
-    redis_server: ServiceProcess,
-    services: ResolvedServices,
-    topic_factory: Any,
+    eddy_bus: KafkaBus,
+    eddy_broker: ServiceProcess,
+    eddy_redis: ServiceProcess,
+    eddy_services: ResolvedServices,
+    eddy_topic_factory: Any,
     tmp_path: Path,
 ) -> None:
-    topic = topic_factory("events")
+    topic = eddy_topic_factory("events")
     name = f"kill-{kill_after}"
     spec = {
         "name": name,
@@ -82,8 +82,8 @@ def test_sigkill_and_restart_learns_every_event_exactly_once(
     spec_path.write_text(yaml.safe_dump(spec))
     env = {
         **os.environ,
-        "EDDY_BROKER": broker.url,
-        "EDDY_STATE": redis_server.url,
+        "EDDY_BROKER": eddy_broker.url,
+        "EDDY_STATE": eddy_redis.url,
         "EDDY_HOME": str(tmp_path / "home"),
         "EDDY_SECRET": "exactly-once",
     }
@@ -94,7 +94,7 @@ def test_sigkill_and_restart_learns_every_event_exactly_once(
     # events keep arriving while the worker runs, so the kill lands mid-stream
     def feed() -> None:
         for start in range(0, TOTAL, 100):
-            bus.produce(topic, [encode(e) for e in stream[start : start + 100]])
+            eddy_bus.produce(topic, [encode(e) for e in stream[start : start + 100]])
 
     first = _start(spec_path, env, port, log)
     feeder = threading.Thread(target=feed)
@@ -111,7 +111,7 @@ def test_sigkill_and_restart_learns_every_event_exactly_once(
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
 
-    checkpoint = StateStore(redis_server.url).read_checkpoint(name)
+    checkpoint = StateStore(eddy_redis.url).read_checkpoint(name)
     assert checkpoint is not None
     state = load_state(checkpoint.state, b"exactly-once")
     assert state["learned"] == TOTAL

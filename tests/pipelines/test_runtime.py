@@ -56,18 +56,18 @@ def learn_spec(name: str, topic: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_learner_pipeline_predicts_prequentially_and_exports_metrics(
-    bus: KafkaBus,
-    topic_factory: Callable[..., str],
+    eddy_bus: KafkaBus,
+    eddy_topic_factory: Callable[..., str],
     run_worker: Callable[..., WorkerThread],
-    services: ResolvedServices,
+    eddy_services: ResolvedServices,
 ) -> None:
-    topic = topic_factory("events", partitions=3)
-    produce(bus, topic, events(600))
+    topic = eddy_topic_factory("events", partitions=3)
+    produce(eddy_bus, topic, events(600))
     port = free_port()
     worker = run_worker([learn_spec("prequential", topic)], port=port)
     worker.wait_for(lambda: worker.worker.status()[0].learned == 600, 60, "600 events learned")
 
-    outputs = [json.loads(r.value) for r in bus.read("prequential.predictions", 600, timeout_s=20)]
+    outputs = [json.loads(r.value) for r in eddy_bus.read("prequential.predictions", 600, timeout_s=20)]
     assert len(outputs) == 600
     by_partition: dict[int, list[int]] = {}
     for out in outputs:
@@ -86,9 +86,9 @@ def test_learner_pipeline_predicts_prequentially_and_exports_metrics(
 
 
 def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_goes_on(
-    bus: KafkaBus, topic_factory: Callable[..., str], run_worker: Callable[..., WorkerThread]
+    eddy_bus: KafkaBus, eddy_topic_factory: Callable[..., str], run_worker: Callable[..., WorkerThread]
 ) -> None:
-    topic = topic_factory("events")
+    topic = eddy_topic_factory("events")
     good = [encode(e) for e in events(20)]
     bad = {
         "invalid_json": b"{not json",
@@ -98,7 +98,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_goes_on(
         "oversized": json.dumps({"schema": "event/v1", "features": {"pad": "x" * 5000}, "label": True}).encode(),
         "operator_error": encode(Event(key="bad", features={"poison": 1.0}, label=True)),
     }
-    bus.produce(topic, [*good[:10], *bad.values(), *good[10:]])
+    eddy_bus.produce(topic, [*good[:10], *bad.values(), *good[10:]])
     spec = learn_spec(
         "dlq",
         topic,
@@ -109,7 +109,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_goes_on(
     worker.wait_for(lambda: worker.worker.status()[0].dead_letters == len(bad), 60, "all dead letters")
     worker.wait_for(lambda: worker.worker.status()[0].learned == 20, 30, "the good records learned after the bad")
 
-    letters = [json.loads(r.value) for r in bus.read("dlq.dlq", len(bad), timeout_s=20)]
+    letters = [json.loads(r.value) for r in eddy_bus.read("dlq.dlq", len(bad), timeout_s=20)]
     assert sorted(letter["reason"] for letter in letters) == sorted(bad)
     for letter in letters:
         assert letter["topic"] == topic and letter["partition"] == 0
@@ -125,49 +125,51 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_goes_on(
 
 
 def test_checkpoint_restores_state_and_offsets_on_restart(
-    bus: KafkaBus,
-    topic_factory: Callable[..., str],
+    eddy_bus: KafkaBus,
+    eddy_topic_factory: Callable[..., str],
     run_worker: Callable[..., WorkerThread],
-    services: ResolvedServices,
+    eddy_services: ResolvedServices,
 ) -> None:
-    topic = topic_factory("events", partitions=2)
+    topic = eddy_topic_factory("events", partitions=2)
     first, second = events(300), events(300, start=300)
-    produce(bus, topic, first)
+    produce(eddy_bus, topic, first)
     worker = run_worker([learn_spec("restart", topic)])
     worker.wait_for(lambda: worker.worker.status()[0].learned == 300, 60, "first half learned")
     worker.stop()
 
-    store = StateStore(services.state_url)
+    store = StateStore(eddy_services.state_url)
     checkpoint = store.read_checkpoint("restart")
     assert checkpoint is not None and checkpoint.events == 300
     assert sum(checkpoint.offsets.values()) == 300
 
-    produce(bus, topic, second)
+    produce(eddy_bus, topic, second)
     again = run_worker([learn_spec("restart", topic)])
     again.wait_for(lambda: again.worker.status()[0].learned == 600, 60, "second half learned after restart")
     again.stop()
     final = store.read_checkpoint("restart")
     assert final is not None and load_state(final.state, SECRET)["learned"] == 600
-    assert len(bus.read("restart.predictions", 700, timeout_s=5)) == 600
+    assert len(eddy_bus.read("restart.predictions", 700, timeout_s=5)) == 600
 
 
 def test_redis_outage_mid_run_loses_nothing(
-    bus: KafkaBus,
-    topic_factory: Callable[..., str],
+    eddy_bus: KafkaBus,
+    eddy_topic_factory: Callable[..., str],
     run_worker: Callable[..., WorkerThread],
-    services: ResolvedServices,
-    redis_server_factory: Callable[[], ServiceProcess],
+    eddy_services: ResolvedServices,
+    eddy_redis_factory: Callable[[], ServiceProcess],
 ) -> None:
-    redis_server = redis_server_factory()
-    svc = ResolvedServices(services.broker_url, redis_server.url, services.registry_uri, services.artifacts_dir)
-    topic = topic_factory("events")
-    produce(bus, topic, events(300))
+    redis_server = eddy_redis_factory()
+    svc = ResolvedServices(
+        eddy_services.broker_url, redis_server.url, eddy_services.registry_uri, eddy_services.artifacts_dir
+    )
+    topic = eddy_topic_factory("events")
+    produce(eddy_bus, topic, events(300))
     worker = run_worker([learn_spec("outage", topic)], svc=svc)
     worker.wait_for(lambda: worker.worker.status()[0].checkpoints >= 1, 60, "a first checkpoint")
     worker.wait_for(lambda: worker.worker.status()[0].learned == 300, 60, "300 learned")
 
     redis_server.stop()
-    produce(bus, topic, events(300, start=300))
+    produce(eddy_bus, topic, events(300, start=300))
     worker.wait_for(lambda: worker.worker.store.retries > 0, 60, "the worker retrying the state store")
     redis_server.start()
     worker.wait_for(lambda: worker.worker.status()[0].learned == 600, 60, "all 600 learned after Redis returned")
@@ -177,24 +179,24 @@ def test_redis_outage_mid_run_loses_nothing(
     assert checkpoint is not None
     assert load_state(checkpoint.state, SECRET)["learned"] == 600
     assert checkpoint.offsets == {f"{topic}:0": 600}
-    assert len(bus.read("outage.predictions", 700, timeout_s=5)) == 600
+    assert len(eddy_bus.read("outage.predictions", 700, timeout_s=5)) == 600
 
 
 def test_models_are_published_by_policy_and_announced(
-    bus: KafkaBus,
-    topic_factory: Callable[..., str],
+    eddy_bus: KafkaBus,
+    eddy_topic_factory: Callable[..., str],
     run_worker: Callable[..., WorkerThread],
-    services: ResolvedServices,
+    eddy_services: ResolvedServices,
 ) -> None:
-    topic = topic_factory("events")
-    produce(bus, topic, events(650))
+    topic = eddy_topic_factory("events")
+    produce(eddy_bus, topic, events(650))
     spec = learn_spec(
         "publisher", topic, registry={"model": "publisher", "publish_every_events": 300, "alias": "champion"}
     )
     worker = run_worker([spec])
     worker.wait_for(lambda: worker.worker.status()[0].published == 2, 60, "two versions published")
 
-    registry = ModelRegistry(services.registry_uri, None)
+    registry = ModelRegistry(eddy_services.registry_uri, None)
     versions = registry.list_versions("publisher")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     champion = registry.load("publisher", alias="champion")
@@ -203,19 +205,19 @@ def test_models_are_published_by_policy_and_announced(
     assert 600 <= champion.info.events <= 650
     assert champion.info.offsets == {f"{topic}:0": champion.info.events}
     assert load_state(champion.payload, SECRET).predict_one({"x0": 1.0, "x1": 0.0, "x2": 0.5}) in (True, False)
-    announced = [json.loads(r.value) for r in bus.read(MODELS_TOPIC, 50, timeout_s=3)]
+    announced = [json.loads(r.value) for r in eddy_bus.read(MODELS_TOPIC, 50, timeout_s=3)]
     assert {"model": "publisher", "version": "2", "alias": "champion"}.items() <= next(
         a for a in announced if a["model"] == "publisher" and a["version"] == "2"
     ).items()
 
 
 def test_serving_pipeline_swaps_models_between_batches_under_load(
-    bus: KafkaBus,
-    topic_factory: Callable[..., str],
+    eddy_bus: KafkaBus,
+    eddy_topic_factory: Callable[..., str],
     run_worker: Callable[..., WorkerThread],
-    services: ResolvedServices,
+    eddy_services: ResolvedServices,
 ) -> None:
-    registry = ModelRegistry(services.registry_uri, None)
+    registry = ModelRegistry(eddy_services.registry_uri, None)
     model = f"swap-{time.monotonic_ns()}"
 
     def publish(value: str) -> None:
@@ -223,10 +225,10 @@ def test_serving_pipeline_swaps_models_between_batches_under_load(
             model, dump_state(support.ConstantModel(value), SECRET), params={}, metrics={}, offsets={}, events=0
         )
         info = registry.promote(model, info.version, alias="champion")
-        announce(bus, ModelUpdate(model=model, version=info.version, alias="champion", uri=info.uri))
+        announce(eddy_bus, ModelUpdate(model=model, version=info.version, alias="champion", uri=info.uri))
 
     publish("A")
-    topic = topic_factory("requests", partitions=2)
+    topic = eddy_topic_factory("requests", partitions=2)
     spec = {
         "name": "swapper",
         "input": {"topics": [topic], "schema": "event/v1"},
@@ -239,7 +241,7 @@ def test_serving_pipeline_swaps_models_between_batches_under_load(
 
     def load() -> None:
         for start in range(0, total, 100):
-            produce(bus, topic, events(100, start=start))
+            produce(eddy_bus, topic, events(100, start=start))
             if start == 1000:  # promote while requests keep coming, once A has answered some of them
                 worker.wait_for(lambda: worker.worker.status()[0].outputs >= 500, 60, "A answering")
                 publish("B")
@@ -248,7 +250,7 @@ def test_serving_pipeline_swaps_models_between_batches_under_load(
     loader.start()
     worker.wait_for(lambda: worker.worker.status()[0].outputs >= total, 120, "every request answered")
     loader.join()
-    outputs = [json.loads(r.value) for r in bus.read("swapper.predictions", total + 10, timeout_s=5)]
+    outputs = [json.loads(r.value) for r in eddy_bus.read("swapper.predictions", total + 10, timeout_s=5)]
     assert len(outputs) == total
     for partition in (0, 1):
         answered = [o for o in outputs if o["source_partition"] == partition]
@@ -261,15 +263,15 @@ def test_serving_pipeline_swaps_models_between_batches_under_load(
 
 
 def test_watchdog_reports_a_frozen_operator(
-    bus: KafkaBus, topic_factory: Callable[..., str], run_worker: Callable[..., WorkerThread]
+    eddy_bus: KafkaBus, eddy_topic_factory: Callable[..., str], run_worker: Callable[..., WorkerThread]
 ) -> None:
-    topic = topic_factory("events")
+    topic = eddy_topic_factory("events")
     port = free_port()
     spec = learn_spec("frozen", topic, operator={"use": "tests.pipelines.support:GatedLearner", "mode": "learn"})
     worker = run_worker([spec], port=port, stall_threshold_s=0.5)
     support.GATE.clear()
     try:
-        produce(bus, topic, events(50))
+        produce(eddy_bus, topic, events(50))
         worker.wait_for(lambda: _readyz(port) == 503, 30, "/readyz to turn red")
         stall = worker.worker.metrics.registry.get_sample_value(
             "eddy_stall_seconds", {"pipeline": "frozen", "topic": topic, "partition": "0"}
