@@ -7,6 +7,8 @@ pipeline spec:
   prequentially: for each labelled record it predicts, scores the prediction, then learns.
 - :class:`ServingOperator` (``mode: serve``) predicts with a model that the runtime swaps between batches.
 - :class:`RelayOperator` (``mode: relay``) forwards validated records unchanged (the no-op used by benchmarks).
+- :class:`AgentOperator` (``mode: agent``) hosts a streaming RL agent per environment on ``observation/v1``: it
+  learns from each transition and answers each observation with an ``action/v1``.
 
 Operators are plain synchronous objects: the runtime calls them from one executor thread per pipeline.
 """
@@ -14,13 +16,14 @@ Operators are plain synchronous objects: the runtime calls them from one executo
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from river import drift, metrics
 
-from connectors.messages import Event, Message, Prediction, encode
+from connectors.messages import Action, Event, Message, Observation, Prediction, encode
 from learners.metrics import KappaM
 from pipelines.spec import PipelineSpec, resolve_operator
 
@@ -348,10 +351,118 @@ class RelayOperator:
         return {}
 
 
+RECENT_EPISODES = 20  # episodes in the mean return a pipeline reports
+
+
+@dataclass
+class AgentOperator:
+    """One streaming RL agent per environment (the ``env`` of each ``observation/v1``), built from the spec.
+
+    For each observation: if it follows the env's last answered step, the agent learns from the transition
+    (``observe(obs, action, reward, next_obs, terminated, truncated)``); unless the episode ended there, the agent
+    acts and the action goes out on the primary output, keyed by env. Agents are independent (eligibility traces
+    follow one trajectory), each seeded with ``params.seed`` plus a stable hash of its env id. The checkpointed
+    state holds every agent's ``state_dict`` (networks, traces, normalisers, ε position, RNG) and the pending
+    actions, so a restarted worker continues exactly where the checkpoint was taken.
+    """
+
+    spec: PipelineSpec
+    factory: Callable[..., Any]
+    agents: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, tuple[int, list[float], Any]] = field(default_factory=dict)
+    running: dict[str, float] = field(default_factory=dict)
+    returns: list[float] = field(default_factory=list)
+    learned: int = 0
+    episodes: int = 0
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec) -> AgentOperator:
+        """Agents are made on first sight of each env with ``spec.operator.use`` and ``params``."""
+        return cls(spec, resolve_operator(spec))
+
+    def _agent(self, env: str) -> Any:
+        agent = self.agents.get(env)
+        if agent is None:
+            params = dict(self.spec.operator.params)
+            seed = int(params.pop("seed", 0)) + zlib.crc32(env.encode()) % 2**31
+            agent = self.agents[env] = self.factory(**params, seed=seed)
+        return agent
+
+    def validate(self, message: Message) -> None:
+        """Agents take ``observation/v1`` records only."""
+        if not isinstance(message, Observation):
+            raise RecordRejected("wrong_schema", f"mode agent takes observation/v1 (got {message.schema_name})")
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """Learn from each transition and answer each observation of an unfinished episode with an action."""
+        result = BatchResult()
+        for record in records:
+            obs = record.message
+            assert isinstance(obs, Observation)
+            try:
+                action = self._step(obs)
+            except Exception as exc:  # a record the agent cannot take must not stop the worker
+                result.rejected.append(Rejection(record.source, "operator_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            if action is not None:
+                message = Action(env=obs.env, step=obs.step, action=action, ts=obs.ts)
+                result.outputs.append(
+                    Output("predictions", obs.env.encode(), encode(message), record.source.timestamp_ms)
+                )
+        return result
+
+    def _step(self, obs: Observation) -> int | list[float] | None:
+        agent = self._agent(obs.env)
+        previous = self.pending.pop(obs.env, None)
+        if previous is not None and previous[0] == obs.step - 1:
+            _, prev_obs, prev_action = previous
+            agent.observe(prev_obs, prev_action, obs.reward, obs.obs, obs.terminated, obs.truncated)
+            self.learned += 1
+            self.running[obs.env] = self.running.get(obs.env, 0.0) + obs.reward
+        else:
+            self.running[obs.env] = 0.0  # a new episode (or a gap in the env's numbering): start counting afresh
+        if obs.terminated or obs.truncated:
+            self.returns = [*self.returns[-(RECENT_EPISODES - 1) :], self.running.pop(obs.env, 0.0)]
+            self.episodes += 1
+            return None
+        raw = agent.act(obs.obs)
+        action: int | list[float] = int(raw) if isinstance(raw, int) else [float(v) for v in raw]
+        self.pending[obs.env] = (obs.step, obs.obs, raw)
+        return action
+
+    def state(self) -> Any:
+        """Every agent's state_dict, the actions waiting for their next observation, and the episode tallies."""
+        return {
+            "agents": {env: agent.state_dict() for env, agent in self.agents.items()},
+            "pending": dict(self.pending),
+            "running": dict(self.running),
+            "returns": list(self.returns),
+            "learned": self.learned,
+            "episodes": self.episodes,
+        }
+
+    def load_state(self, state: Any) -> None:
+        """Rebuild each agent and load its state_dict."""
+        self.agents = {}
+        for env, agent_state in state["agents"].items():
+            self._agent(env).load_state_dict(agent_state)
+        self.pending = dict(state["pending"])
+        self.running = dict(state["running"])
+        self.returns = list(state["returns"])
+        self.learned = state["learned"]
+        self.episodes = state["episodes"]
+
+    def scores(self) -> dict[str, float]:
+        """Mean return of the last finished episodes (all envs) and the number of episodes."""
+        mean = sum(self.returns) / len(self.returns) if self.returns else 0.0
+        return {"episode_return": mean, "episodes": float(self.episodes)}
+
+
 OPERATOR_MODES: dict[str, Callable[[PipelineSpec], Operator]] = {
     "learn": LearnerOperator.from_spec,
     "serve": ServingOperator.from_spec,
     "relay": RelayOperator.from_spec,
+    "agent": AgentOperator.from_spec,
 }
 
 

@@ -61,7 +61,8 @@ OUTPUT_PATTERN = r"[a-z][a-z0-9_]*"
 RESERVED_OUTPUT_PREFIXES = ("eddy.", "__")  # eddy.models and Kafka's internal topics
 LABEL_SCHEMA = "event/v1"  # the schema whose records carry their label in Event.label
 
-Mode = Literal["learn", "serve", "relay"]
+AGENT_SCHEMA = "observation/v1"
+Mode = Literal["learn", "serve", "relay", "agent"]
 Detector = Literal["adwin", "page_hinkley", "kswin", "none"]
 Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
 
@@ -155,7 +156,8 @@ class OperatorSpec(_Section):
     mode: Mode = Field(
         "learn",
         description="learn: prequential predict, score, learn; serve: predict with the model a registry alias "
-        "points to; relay: pass records through unchanged (benchmarks).",
+        "points to; relay: pass records through unchanged (benchmarks); agent: a streaming RL agent per env on "
+        "observation/v1, actions to the primary output.",
     )
 
     @field_validator("use")
@@ -256,8 +258,8 @@ class PipelineSpec(_Section):
     batch: BatchSpec = Field(default_factory=BatchSpec)
     outputs: dict[str, str] = Field(
         default_factory=dict,
-        description="Output name -> topic. 'predictions' is the primary output (relay writes its records "
-        "there). Default: {predictions: '<name>.predictions'}.",
+        description="Output name -> topic. 'predictions' is the primary output (relay writes its records there, "
+        "an agent its actions). Default: {predictions: '<name>.predictions'}.",
     )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     registry: RegistrySpec | None = None
@@ -334,6 +336,15 @@ class PipelineSpec(_Section):
             problems.append(
                 "registry.publish_every_events is only used in mode 'learn'; serving pipelines publish nothing"
             )
+        if mode == "agent" and op.use is None:
+            problems.append("operator.use is required for mode 'agent' (e.g. use: learners.streamx:StreamQ)")
+        if mode == "agent" and self.input.schema_name != AGENT_SCHEMA:
+            problems.append(
+                f"mode 'agent' reads {AGENT_SCHEMA} (got input.schema {self.input.schema_name!r}); "
+                "point it at an env runner's observations topic"
+            )
+        if mode == "agent" and (registry is not None or self.monitor is not None):
+            problems.append("registry and monitor are not used in mode 'agent'; remove them")
         if mode == "relay" and registry is not None:
             problems.append("registry is not used in mode 'relay'; remove it")
         if mode == "relay" and self.monitor is not None:
