@@ -265,3 +265,19 @@ def test_cli_replay_missing_file_and_bad_suffix_are_user_errors(cli_env: dict[st
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_cli_replay_flags_map_filter_and_pace(
+    cli_env: dict[str, str],
+    eddy_bus: KafkaBus,
+    eddy_topic_factory: Topics,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target = eddy_topic_factory("mapped", partitions=2)
+    write_recording(tmp_path / "r.jsonl.zst", spaced("live.clicks", 12, gap_ms=10, partitions=2))
+    args = ["replay", str(tmp_path / "r.jsonl.zst"), "--topic-map", f"live.clicks={target}", "--speed", "20"]
+    assert main([*args, "--keys", "k0", "--since", "1000020", "--until", "1000080"]) == 0
+    assert "produced 4 of 4" in capsys.readouterr().err  # i = 2, 4, 6, 8
+    records = eddy_bus.read(target, 4)
+    assert sorted(json.loads(r.value)["i"] for r in records) == [2, 4, 6, 8] and {r.partition for r in records} == {0}
