@@ -5,5 +5,8 @@ import os
 
 # Triton decides at import whether it interprets kernels: tests run them on the CPU (DESIGN.md §8)
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# One intra-op thread for torch here and in the workers tests start: the suite runs the broker, Redis and workers on
+# 2 cores beside torch, and tiny-tensor ops spin-waiting for a busy core run 100x slower (measured on the agent tests)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ["pytester", "tests.fixtures.worker"]
