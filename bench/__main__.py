@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench import core, replay
+from bench import core, replay, rl_bus
 
-BENCHMARKS = ("core", "replay")
+BENCHMARKS = ("core", "replay", "rl_bus")
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
         print(core.run(args.events, args.latency_seconds))
     if "replay" in names:
         print(replay.run(args.replay_events))
+    if "rl_bus" in names:
+        print(rl_bus.run())
 
 
 if __name__ == "__main__":

@@ -144,3 +144,37 @@ def test_sigkilled_agent_worker_resumes_with_the_parameters_of_an_uninterrupted_
     for env_id, agent in reference.agents.items():
         for name, tensor in agent.state_dict()["network"].items():
             assert torch.equal(state["agents"][env_id]["network"][name], tensor), (env_id, name)
+
+
+def _simulated_returns(spec: dict[str, Any], steps: int) -> list[float]:
+    """The episode returns of the same loop run in-process (one env: the loop is the same whatever the timing)."""
+    operator = AgentOperator.from_spec(parse_spec(spec))
+    runner = EnvRunner(
+        KafkaBus("kafka://127.0.0.1:1"), "CartPole-v1", n_envs=1, seed=1, observations_topic="a", actions_topic="b"
+    )
+    waiting, done = runner.reset(), 0
+    while done < steps:
+        for output in operator.process(records([waiting.pop(0)], start=done)).outputs:
+            waiting += runner.handle(output.value)
+            done += 1
+    runner.close()
+    return [r.episode_return for r in runner.returns]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cartpole_learned_over_the_embedded_broker(eddy_services: Any, run_worker: Any) -> None:
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec["operator"]["params"]["exploration_steps"] = 1000
+    run_worker([spec])
+    runner = EnvRunner(
+        KafkaBus(eddy_services.broker_url), "CartPole-v1", n_envs=1, seed=1, max_steps=3000,
+        observations_topic="cartpole.observations", actions_topic="cartpole.actions",
+    )  # fmt: skip
+    with runner:
+        summary = runner.run()
+    returns = [r.episode_return for r in runner.returns]
+    assert summary.steps == 3000 and summary.invalid_actions == 0
+    first, last = sum(returns[:10]) / 10, sum(returns[-10:]) / 10
+    assert last > 3 * first, (first, last)  # random play scores ~20; the agent learned through the broker
+    assert returns == _simulated_returns(spec, 3000)
