@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench import core, replay, rl_bus
+from bench import core, replay, rl_bus, streamx
 
-BENCHMARKS = ("core", "replay", "rl_bus")
+BENCHMARKS = ("core", "replay", "rl_bus", "streamx")
 
 
 def main() -> None:
@@ -15,6 +15,7 @@ def main() -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--events", type=int, default=30_000, help="pre-filled events for core throughput")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="seconds of offered load for latency")
+    parser.add_argument("--full", action="store_true", help="stream-x learning curves at the paper's lengths (hours)")
     parser.add_argument("--replay-events", type=int, default=50_000, help="messages per replay throughput run")
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(BENCHMARKS))
@@ -27,6 +28,8 @@ def main() -> None:
         print(replay.run(args.replay_events))
     if "rl_bus" in names:
         print(rl_bus.run())
+    if "streamx" in names:
+        print(streamx.run(quick=not args.full))
 
 
 if __name__ == "__main__":

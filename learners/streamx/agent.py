@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -59,28 +60,50 @@ class StreamAgent:
                 f"{type(self).__name__}: {name} must have shape ({self.n_obs},) (got {raw.shape}); "
                 f"pass one observation at a time"
             )
-        if not np.all(np.isfinite(raw)):
+        if not np.isfinite(raw).all():
             raise ValueError(f"{type(self).__name__}: {name} must be finite (got {raw.tolist()})")
         return raw
 
     def _check_reward(self, reward: Any) -> float:
         r = float(reward)
-        if not np.isfinite(r):
+        if not math.isfinite(r):
             raise ValueError(f"{type(self).__name__}: reward must be finite (got {reward!r})")
         return r
 
     def _encode(self, obs: Any, name: str = "obs") -> torch.Tensor:
-        raw = self._check_obs(obs, name)
-        if self._last_x is not None and self._last_raw is not None and np.array_equal(raw, self._last_raw):
-            return self._last_x
+        last_raw, last_x = self._last_raw, self._last_x
+        if last_raw is not None and last_x is not None:
+            # the observation encoded last (checked then) comes back on most calls: no new checks for it
+            if isinstance(obs, np.ndarray) and obs.shape == last_raw.shape and (obs == last_raw).all():
+                return last_x
+            raw = self._check_obs(obs, name)
+            if (raw == last_raw).all():
+                return last_x
+        else:
+            raw = self._check_obs(obs, name)
         x = self.obs_normalizer(raw) if self.normalize_obs else raw
-        self._last_raw = raw
-        self._last_x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
+        self._last_raw = raw.copy()  # np.asarray may have returned the caller's array, which it may reuse
+        self._last_x = torch.from_numpy(x.astype(np.float32)).to(self.device)
         return self._last_x
 
     def _scale_reward(self, reward: float, done: bool) -> float:
         scaled = self.reward_scaler(reward, done)
         return scaled if self.scale_rewards else reward
+
+    def _check_action(self, action: Any) -> Any:
+        """The action in the form the agent learns from; raises ``ValueError`` for one it cannot take."""
+        raise NotImplementedError
+
+    def _transition(
+        self, obs: Any, action: Any, reward: Any, next_obs: Any, terminated: bool, truncated: bool
+    ) -> tuple[Any, float, torch.Tensor, torch.Tensor, bool]:
+        """One transition checked and encoded: (action, scaled reward, encoded obs and next_obs, episode ended)."""
+        a = self._check_action(action)
+        r = self._check_reward(reward)
+        x = self._encode(obs)
+        x_next = self._encode(next_obs, "next_obs")
+        done = bool(terminated) or bool(truncated)
+        return a, self._scale_reward(r, done), x, x_next, done
 
     # -- checkpoint --------------------------------------------------------------------------------------------------
     def _base_state_dict(self) -> dict[str, Any]:

