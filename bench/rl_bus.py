@@ -82,11 +82,12 @@ def measure(n_envs: int, steps: int, workdir: Path) -> dict[str, float]:
         if key in sent:
             answers.append(float(record.timestamp - sent[key]))
     periods = [float(b - a) for stamps in by_env.values() for a, b in itertools.pairwise(stamps)]
-    stamps = [r.timestamp for r in obs_records]
+    first_answer = min(r.timestamp for r in act_records)
+    last_observation = max(r.timestamp for r in obs_records)
     # the first episodes are the agent exploring; the last ones show it learned while being measured
     return {
-        # from the first to the last observation: the worker's start-up (group join) is not counted
-        "steps_per_s": summary.steps / ((max(stamps) - min(stamps)) / 1000.0),
+        # from the first action to the last observation: the worker's start-up (group join) is not counted
+        "steps_per_s": summary.steps / ((last_observation - first_answer) / 1000.0),
         "answer_p50": _percentile(answers, 0.5),
         "answer_p99": _percentile(answers, 0.99),
         "period_p50": _percentile(periods, 0.5),
