@@ -284,24 +284,6 @@ def replay_plan(
     )
 
 
-def replay_topic(
-    bus: KafkaBus,
-    paths: Sequence[str | Path],
-    *,
-    topic_map: Mapping[str, str] | None = None,
-    speed: float | None = None,
-    dedupe: bool = False,
-) -> ReplaySummary:
-    """Plan and replay recordings in one call (max speed by default): what tests and scripts use.
-
-    Raises :class:`RuntimeError` when not every message was acknowledged.
-    """
-    summary = replay_plan(bus, plan_replay(paths, topic_map=topic_map), speed=speed, dedupe=dedupe)
-    if not summary.complete:
-        raise RuntimeError(summary.describe())
-    return summary
-
-
 class ReplayDeduper:
     """Recognises replayed messages already seen, by their ``eddy-replay-id`` header.
 
@@ -442,5 +424,4 @@ __all__ = [
     "plan_replay",
     "record_topics",
     "replay_plan",
-    "replay_topic",
 ]

@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,6 @@ class HarnessResult:
     dead_letters: list[DeadLetter]
     metrics: dict[str, float]
     status: PipelineStatus
-    raw_outputs: dict[str, list[bytes]] = field(repr=False, default_factory=dict)
 
 
 class PipelineHarness:
@@ -193,15 +192,15 @@ class PipelineHarness:
 
     # -- input --------------------------------------------------------------------------------------------------------
 
-    def send(self, messages: Iterable[Message | bytes], *, key: Callable[[Any], str | None] | None = None) -> int:
-        """Produce messages to the pipeline's (first) input topic; ``key`` picks each message's key."""
+    def send(self, messages: Iterable[Message | bytes]) -> int:
+        """Produce messages to the pipeline's (first) input topic, keyed by their ``key`` field where they have one."""
         topic = self.spec.input.topics[0]
         producer = self.bus.producer(linger_ms=5)
         futures = []
         try:
             for message in messages:
                 value = message if isinstance(message, bytes) else encode(message)
-                k = key(message) if key is not None else getattr(message, "key", None)
+                k = getattr(message, "key", None)
                 futures.append(producer.send(topic, value=value, key=k.encode() if isinstance(k, str) else None))
             producer.flush()
             for future in futures:
@@ -282,7 +281,6 @@ class PipelineHarness:
             dead_letters=[_dead_letter(v) for v in letters],
             metrics=self.metrics(),
             status=status,
-            raw_outputs=raw,
         )
 
     def metrics(self) -> dict[str, float]:
