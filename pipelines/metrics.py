@@ -59,6 +59,12 @@ class WorkerMetrics:
         self.model_version = Gauge("eddy_model_version", "Model version in use (0: none)", ["pipeline"], registry=r)
         self.prequential = Gauge("eddy_prequential", "Prequential metric value", ["pipeline", "metric"], registry=r)
         self.drift_alarms = Gauge("eddy_drift_alarms", "Drift alarms raised so far", ["pipeline"], registry=r)
+        self.drift_statistic = Gauge(
+            "eddy_drift_statistic",
+            "The drift detector's statistics: mean error since the last alarm, ADWIN width, KSWIN p-value",
+            ["pipeline", "statistic"],
+            registry=r,
+        )
         self.checkpoints = Counter(
             "eddy_checkpoints", "Checkpoints written to the state store", ["pipeline"], registry=r
         )

@@ -21,9 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from river import drift, metrics
+from river import metrics
 
 from connectors.messages import Action, Event, Message, Observation, Prediction, encode
+from learners.drift import DriftMonitor
 from learners.metrics import KappaM
 from pipelines.spec import PipelineSpec, resolve_operator
 
@@ -131,33 +132,30 @@ METRICS: dict[str, Callable[[], Any]] = {
     "mae": metrics.MAE,
     "rmse": metrics.RMSE,
 }
-DETECTORS: dict[str, Callable[[], Any]] = {
-    "adwin": drift.ADWIN,
-    "page_hinkley": drift.PageHinkley,
-    "kswin": drift.KSWIN,
-}
 
 
 @dataclass
 class Scoreboard:
-    """Prequential metrics and an optional drift detector on the error stream."""
+    """Prequential metrics and an optional drift monitor on the error stream."""
 
     metrics: dict[str, Any]
-    detector: Any | None
-    drifts: int = 0
+    monitor: DriftMonitor | None
     labelled: int = 0
-    last_drift_at: int | None = None
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec) -> Scoreboard:
         """The metrics and detector that ``spec.monitor`` names (accuracy and no detector by default)."""
         names = list(spec.monitor.metrics) if spec.monitor else ["accuracy"]
-        detector_name = spec.monitor.detector if spec.monitor else "none"
-        detector = DETECTORS[detector_name]() if detector_name in DETECTORS else None
-        return cls({name: METRICS[name]() for name in names}, detector)
+        detector = spec.monitor.detector if spec.monitor else "none"
+        return cls({name: METRICS[name]() for name in names}, DriftMonitor(detector) if detector != "none" else None)
+
+    @property
+    def drifts(self) -> int:
+        """Drift alarms raised so far."""
+        return self.monitor.drifts if self.monitor is not None else 0
 
     def update(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
-        """Score one prediction; feeds the 0/1 error (or absolute error) to the drift detector."""
+        """Score one prediction; the drift monitor gets its error."""
         self.labelled += 1
         for name, metric in self.metrics.items():
             if name == "log_loss":
@@ -165,12 +163,8 @@ class Scoreboard:
                     metric.update(y_true, proba.get(True, proba.get(1, 0.0)))
             elif y_pred is not None:
                 metric.update(y_true, y_pred)
-        if self.detector is not None and y_pred is not None:
-            error = float(y_true != y_pred) if not isinstance(y_true, float) else abs(y_true - float(y_pred))
-            self.detector.update(error)
-            if self.detector.drift_detected:
-                self.drifts += 1
-                self.last_drift_at = self.labelled
+        if self.monitor is not None and y_pred is not None:
+            self.monitor.update(y_true, y_pred)
 
     def values(self) -> dict[str, float]:
         """Metric values by name, NaN-free."""

@@ -412,6 +412,9 @@ class PipelineRunner:
         scoreboard = getattr(self.operator, "scoreboard", None)
         if scoreboard is not None:
             self.metrics.drift_alarms.labels(name).set(scoreboard.drifts)
+            if scoreboard.monitor is not None:
+                for statistic, value in scoreboard.monitor.statistics().items():
+                    self.metrics.drift_statistic.labels(name, statistic).set(value)
 
     def status(self) -> PipelineStatus:
         """Counters and gauges of this pipeline right now."""

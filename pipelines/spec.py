@@ -63,7 +63,7 @@ LABEL_SCHEMA = "event/v1"  # the schema whose records carry their label in Event
 
 AGENT_SCHEMA = "observation/v1"
 Mode = Literal["learn", "serve", "relay", "agent"]
-Detector = Literal["adwin", "page_hinkley", "kswin", "none"]
+Detector = Literal["adwin", "page_hinkley", "kswin", "ddm", "none"]
 Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
 
 

@@ -123,4 +123,4 @@ def test_scoreboard_counts_drift_on_a_changing_error_rate() -> None:
     board = Scoreboard.from_spec(spec())
     for i in range(3000):
         board.update(True, i < 1500, None)
-    assert board.drifts >= 1 and board.last_drift_at is not None and board.last_drift_at > 1500
+    assert board.drifts >= 1 and board.monitor is not None and board.monitor.alarms[0] > 1500

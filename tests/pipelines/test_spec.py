@@ -174,7 +174,10 @@ INVALID = [
     ({"operator.target": ""}, "operator.target must name the label field"),
     ({"operator.mode": "relay", "registry": {"model": "m"}}, "registry is not used in mode 'relay'"),
     ({"operator.mode": "relay", "monitor": {}}, "monitor is not used in mode 'relay'"),
-    ({"monitor": {"detector": "ddm"}}, "monitor.detector must be one of 'adwin', 'page_hinkley', 'kswin' or 'none'"),
+    (
+        {"monitor": {"detector": "cusum"}},
+        "monitor.detector must be one of 'adwin', 'page_hinkley', 'kswin', 'ddm' or 'none'",
+    ),
     ({"monitor": {"metrics": ["f1"]}}, "monitor.metrics[0] must be one of"),
     ({"monitor": {"metrics": ["mae", "mae"]}}, "monitor.metrics lists 'mae' more than once"),
     ({"outputs": {"scores": "x.scores"}}, "outputs must name a 'predictions' topic"),
