@@ -139,6 +139,9 @@ class ServiceProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=self.detached,
+                # a group of its own: a terminal's Ctrl-C reaches the worker, which stops the service after its
+                # final checkpoint, instead of killing the service under it
+                process_group=None if self.detached else 0,
                 preexec_fn=None if self.detached else _die_with_parent,
             )
         deadline = time.monotonic() + self.kind.ready_timeout_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from connectors.bus import KafkaBus
-from connectors.embedded import ServiceProcess, pid_alive
+from connectors.embedded import ServiceProcess, free_port, pid_alive
 from connectors.registry import ModelRegistry
 from pipelines.cli import build_parser, main
 from pipelines.serialization import dump_state, project_secret
@@ -152,7 +153,7 @@ def test_demo_runs_on_embedded_services_and_exits(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
     env["EDDY_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
-        [EDDY, "demo", "--events", "3000", "--rate", "5000", "--port", "0"],
+        [EDDY, "demo", "--events", "3000", "--rate", "5000", "--port", "0", "--dashboard-port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,
@@ -160,5 +161,31 @@ def test_demo_runs_on_embedded_services_and_exits(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "stopped: 3,000 events" in done.stderr
+    assert "stopped: 3,000 events" in done.stderr and "dashboard: http://127.0.0.1:" in done.stderr
     assert not (tmp_path / "home" / "broker.json").exists()  # the demo's own services were stopped
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group: the embedded services must outlive the
+    worker's final checkpoint, so they run in groups of their own and the demo stops them itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    env["EDDY_HOME"] = str(tmp_path / "home")
+    demo = subprocess.Popen(
+        [EDDY, "demo", "--rate", "2000", "--port", "0", "--dashboard-port", str(free_port())],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own foreground group, as a shell gives it
+    )
+    try:
+        assert demo.stderr is not None
+        for line in demo.stderr:
+            if "restored checkpoint" in line or "no checkpoint" in line:
+                break
+        os.killpg(demo.pid, signal.SIGINT)
+        _, err = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, err[-3000:]
+    assert "stopped:" in err and "ECONNREFUSED" not in err and "Unable connect" not in err
