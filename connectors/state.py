@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -386,6 +386,43 @@ class StateStore:
     @_retried
     def _scan(self, pattern: str) -> set[bytes]:
         return set(self._redis.scan_iter(match=pattern, count=_SCAN_COUNT))
+
+    # -- bounded time series (the dashboard's history) ---------------------------------------------------------------
+
+    @staticmethod
+    def series_key(series: str) -> str:
+        """The Redis list holding ``series``, newest point first."""
+        return f"{KEY_PREFIX}:{_check_name('series', series)}:series"
+
+    def append_point(self, series: str, point: Mapping[str, Any], keep: int) -> None:
+        """Add a JSON point to ``series`` and keep its newest ``keep`` points (LPUSH + LTRIM in one transaction)."""
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 (got {keep})")
+        self._append_point(self.series_key(series), json.dumps(point, separators=(",", ":")).encode(), keep)
+
+    @_retried
+    def _append_point(self, key: str, payload: bytes, keep: int) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, payload)
+            pipe.ltrim(key, 0, keep - 1)
+            pipe.execute()
+
+    def points(self, series: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The points of ``series``, oldest first (the newest ``limit`` of them when given)."""
+        raw = self._lrange(self.series_key(series), 0, -1 if limit is None else limit - 1)
+        return [json.loads(item) for item in reversed(raw)]
+
+    @_retried
+    def _lrange(self, key: str, start: int, end: int) -> list[bytes]:
+        items: list[bytes] = self._redis.lrange(key, start, end)
+        return items
+
+    def series_names(self) -> list[str]:
+        """Every series with points, sorted."""
+        suffix = ":series"
+        prefix = f"{KEY_PREFIX}:"
+        names = (k.decode() for k in self._scan(f"{_glob_escape(prefix)}*{suffix}"))
+        return sorted(n[len(prefix) : -len(suffix)] for n in names if ":" not in n[len(prefix) : -len(suffix)])
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
 

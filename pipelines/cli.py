@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from connectors.registry import ModelRegistry, RegistryError
 from connectors.replay import parse_topic_map, plan_replay, record_topics, replay_plan
 from connectors.services import ResolvedServices, embedded_status, resolve_services, running_services
 from connectors.settings import Settings, SettingsError
+from pipelines.dashboard import DashboardError, check_binding
 from pipelines.follower import announce
 from pipelines.serialization import project_secret
 from pipelines.spec import SpecError, load_specs, spec_json_schema
@@ -91,10 +93,32 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> 
     """The main job of ``make run``."""
     from pipelines.demo import DemoOptions, run_demo
 
-    options = DemoOptions(events=args.events, rate=args.rate, port=args.port, seed=args.seed)
+    options = DemoOptions(
+        events=args.events, rate=args.rate, port=args.port, dashboard_port=args.dashboard_port, seed=args.seed
+    )
     secret = project_secret(settings.secret, settings.home)
     with running_services(settings) as services:
         return asyncio.run(run_demo(services, options, secret, console))
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Serve the dashboard until Ctrl-C."""
+    from pipelines.dashboard import dashboard_url, serve_dashboard
+
+    token = os.environ.get("EDDY_DASHBOARD_TOKEN") or None
+    check_binding(args.host, token)
+
+    async def main(state_url: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"dashboard: {dashboard_url(args.host, args.port)}  (Ctrl-C stops)")
+        await serve_dashboard(state_url, args.host, args.port, token, stop)
+
+    with running_services(settings) as services:
+        asyncio.run(main(services.state_url))
+    return 0
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -310,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=2000.0, help="events per second produced (default 2000)")
     demo.add_argument("--port", type=int, default=9400, help="port of /metrics (default 9400)")
     demo.add_argument("--seed", type=int, default=42, help="seed of the synthetic stream")
+    demo.add_argument("--dashboard-port", type=int, default=9500, help="port of the dashboard (default 9500)")
+
+    dashboard = add("dashboard", cmd_dashboard, "serve the live dashboard of every pipeline (history kept in Redis)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need EDDY_DASHBOARD_TOKEN)"
+    )
+    dashboard.add_argument("--port", type=int, default=9500, help="port (default 9500)")
 
     topics = add("topics", cmd_topics, "create, list or describe topics")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
@@ -386,7 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS = (SpecError, SettingsError, BusError, RegistryError, EmbeddedServiceError, ValueError, OSError)
+USER_ERRORS = (
+    SpecError,
+    SettingsError,
+    BusError,
+    RegistryError,
+    EmbeddedServiceError,
+    DashboardError,
+    ValueError,
+    OSError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

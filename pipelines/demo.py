@@ -3,7 +3,8 @@
 A producer thread writes a drifting SEA stream to ``demo.events`` at a steady rate; the ``demo`` pipeline
 (River Hoeffding tree, prequential) consumes it, publishes predictions to ``demo.predictions``, checkpoints to
 Redis and publishes model versions to MLflow; a one-line status shows events/s, prequential accuracy, lag and
-the model version. Ctrl-C stops everything cleanly; ``--events N`` stops after N events and exits 0.
+the model version, and the dashboard (``eddy dashboard``) serves its live charts. Ctrl-C stops everything
+cleanly; ``--events N`` stops after N events and exits 0.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from connectors.bus import KafkaBus
 from connectors.messages import encode
 from connectors.services import ResolvedServices
 from connectors.sources import drifting_sea
+from pipelines.dashboard import dashboard_url, serve_dashboard
 from pipelines.runtime import PipelineStatus
 from pipelines.spec import PipelineSpec, load_spec
 from pipelines.worker import Worker
@@ -44,6 +46,7 @@ class DemoOptions:
     events: int | None = None
     rate: float = 2000.0
     port: int = 9400
+    dashboard_port: int = 9500
     seed: int = 42
 
 
@@ -97,7 +100,11 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     console.print(
         f"Eddy demo: broker {services.broker_url}, state {services.state_url}, registry {services.registry_uri}"
     )
-    console.print(f"metrics: {url}  (Ctrl-C to stop)")
+    console.print(f"metrics: {url}")
+    console.print(f"dashboard: {dashboard_url('127.0.0.1', options.dashboard_port)}  (Ctrl-C to stop)")
+    dashboard = asyncio.create_task(
+        serve_dashboard(services.state_url, "127.0.0.1", options.dashboard_port, None, stop)
+    )
     run = asyncio.create_task(worker.run(stop))
     producer.start()
     last_count, last_time = 0, time.monotonic()
@@ -115,6 +122,7 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     producer_stop.set()
     stop.set()
     await run
+    await dashboard
     producer.join(timeout=10)
     status = worker.status()[0]
     scores = ", ".join(f"{name} {value:.3f}" for name, value in status.scores.items())

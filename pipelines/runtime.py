@@ -16,7 +16,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ from pipelines.serialization import dump_state, load_state
 from pipelines.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
+LATENCY_WINDOW = 2048  # recent event-to-output latencies kept for the dashboard's p99
 
 
 @dataclass
@@ -98,6 +99,8 @@ class PipelineRunner:
         self.assigned: set[TP] = set()
         self.counts = {"in": 0, "out": 0, "dead": 0, "checkpoints": 0, "published": 0}
         self.outputs_by_name: Counter[str] = Counter()
+        self.recent_latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._last_point = (time.time(), 0)
         self.since_checkpoint = 0
         self.last_checkpoint_at = time.monotonic()
         self.last_published_learned = 0
@@ -250,7 +253,9 @@ class PipelineRunner:
         now_ms = time.time() * 1000.0
         latency = self.metrics.latency.labels(name)
         for output in outputs:
-            latency.observe(max(0.0, now_ms - output.source_timestamp_ms) / 1000.0)
+            seconds = max(0.0, now_ms - output.source_timestamp_ms) / 1000.0
+            latency.observe(seconds)
+            self.recent_latencies.append(seconds)
         self.counts["out"] += len(outputs)
         for output_name, count in Counter(o.output for o in outputs).items():
             self.metrics.events_out.labels(name, output_name).inc(count)
@@ -415,6 +420,29 @@ class PipelineRunner:
             if scoreboard.monitor is not None:
                 for statistic, value in scoreboard.monitor.statistics().items():
                     self.metrics.drift_statistic.labels(name, statistic).set(value)
+
+    def history_point(self, now: float) -> dict[str, Any]:
+        """One point of the dashboard's history: rates, lag, p99 latency, scores, alarms, version, expert shares."""
+        status = self.status()
+        then, events_then = self._last_point
+        self._last_point = (now, status.events_in)
+        latencies = sorted(self.recent_latencies)
+        shares = getattr(getattr(self.operator, "learner", None), "expert_shares", None)
+        monitor = getattr(getattr(self.operator, "scoreboard", None), "monitor", None)
+        return {
+            "t": now,
+            "events_in": status.events_in,
+            "rate": (status.events_in - events_then) / (now - then) if now > then else 0.0,
+            "lag": status.lag,
+            "p99_ms": 1000.0 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else None,
+            "scores": status.scores,
+            "drifts": status.drifts,
+            "alarms": monitor.alarms[-20:] if monitor is not None else [],
+            "labelled": getattr(getattr(self.operator, "scoreboard", None), "labelled", 0),
+            "dead_letters": status.dead_letters,
+            "model_version": status.model_version,
+            "expert_shares": {str(k): v for k, v in shares().items()} if callable(shares) else None,
+        }
 
     def status(self) -> PipelineStatus:
         """Counters and gauges of this pipeline right now."""

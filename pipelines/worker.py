@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from connectors.bus import KafkaBus
 from connectors.registry import ModelRegistry
 from connectors.services import ResolvedServices
-from connectors.state import StateStore
+from connectors.state import StateStore, StateUnavailableError
 from pipelines.follower import MODELS_TOPIC
 from pipelines.metrics import WorkerMetrics
 from pipelines.runtime import PipelineRunner, PipelineStatus
@@ -33,6 +33,7 @@ from pipelines.transport import EddyApp
 log = logging.getLogger(__name__)
 
 DEFAULT_STALL_THRESHOLD_S = 60.0
+HISTORY_POINTS = 3600  # one point per pipeline per second: the dashboard's last hour
 
 
 def ensure_topics(bus: KafkaBus, specs: Sequence[PipelineSpec], partitions: int) -> None:
@@ -69,6 +70,8 @@ class Worker:
         self.bus = KafkaBus(services.broker_url)
         self.metrics = WorkerMetrics()
         self.store = StateStore(services.state_url)
+        # the dashboard's history is best effort: one attempt per point, never a stall while Redis is away
+        self.history = StateStore(services.state_url, retry_timeout_s=0)
         needs_registry = any(s.registry is not None for s in specs)
         self.registry = ModelRegistry(services.registry_uri, Path(services.artifacts_dir)) if needs_registry else None
         ensure_topics(self.bus, self.specs, partitions)
@@ -165,10 +168,19 @@ class Worker:
         await self._site.start()
         log.info("metrics on http://127.0.0.1:%d/metrics", self.port)
 
+    def _write_history(self, points: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            for pipeline, point in points:
+                self.history.append_point(pipeline, point, HISTORY_POINTS)
+        except StateUnavailableError as exc:
+            log.debug("dashboard history point skipped: %s", exc)
+
     async def _watch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             for runner in self.runners:
                 runner.refresh_gauges(self.stall_threshold_s)
+            now = time.time()
+            await asyncio.to_thread(self._write_history, [(r.spec.name, r.history_point(now)) for r in self.runners])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             for runner in self.runners:
@@ -192,3 +204,4 @@ class Worker:
             if self._site is not None:
                 await self._site.stop()
             self.store.close()
+            self.history.close()
