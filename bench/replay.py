@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.report import write_section
+from bench.report import percentile, write_section
 from connectors.bus import KafkaBus
 from connectors.embedded import TANSU, ServiceProcess, free_port
 from connectors.messages import encode
@@ -113,11 +113,6 @@ class ReplayBench:
         self.broker.stop()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
 def run(events: int = 50_000) -> str:
     """Run every contender and the fidelity check; write the table into docs/benchmarks.md and return it."""
     with tempfile.TemporaryDirectory(prefix="eddy-bench-replay-") as tmp:
@@ -152,8 +147,8 @@ def run(events: int = 50_000) -> str:
     lines += [
         "",
         f"Timing fidelity at speed 1.0 ({len(lateness):,} messages, exponential gaps with a 5 ms mean): "
-        f"|actual - intended| send time p50 {_percentile(lateness, 0.5):.2f} ms, "
-        f"p99 {_percentile(lateness, 0.99):.2f} ms, max {max(lateness):.2f} ms.",
+        f"|actual - intended| send time p50 {percentile(lateness, 0.5):.2f} ms, "
+        f"p99 {percentile(lateness, 0.99):.2f} ms, max {max(lateness):.2f} ms.",
     ]
     body = "\n".join(lines)
     write_section("replay", "Replay throughput and timing fidelity", body, "python -m bench.replay")

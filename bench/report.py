@@ -26,6 +26,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (non-empty): the value at rank ``round(q * n)`` (at least 1) in sorted order.
+
+    >>> percentile([4.0, 1.0, 3.0, 2.0], 0.5), percentile([float(i) for i in range(1, 101)], 0.99)
+    (2.0, 99.0)
+    """
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
 def write_section(name: str, title: str, body: str, command: str, doc: Path = DOC) -> None:
     """Replace (or append) the section ``name`` of ``doc`` with ``body``."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

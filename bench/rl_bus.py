@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.report import write_section
+from bench.report import percentile, write_section
 from connectors.bus import KafkaBus
 from connectors.embedded import REDIS, TANSU, ServiceProcess, free_port
 from connectors.env_runner import EnvRunner
@@ -27,11 +27,6 @@ from connectors.messages import decode
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "cartpole-streamq.yaml"
 EDDY = str(Path(sys.executable).parent / "eddy")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 def measure(n_envs: int, steps: int, workdir: Path) -> dict[str, float]:
@@ -88,10 +83,10 @@ def measure(n_envs: int, steps: int, workdir: Path) -> dict[str, float]:
     return {
         # from the first action to the last observation: the worker's start-up (group join) is not counted
         "steps_per_s": summary.steps / ((last_observation - first_answer) / 1000.0),
-        "answer_p50": _percentile(answers, 0.5),
-        "answer_p99": _percentile(answers, 0.99),
-        "period_p50": _percentile(periods, 0.5),
-        "period_p99": _percentile(periods, 0.99),
+        "answer_p50": percentile(answers, 0.5),
+        "answer_p99": percentile(answers, 0.99),
+        "period_p50": percentile(periods, 0.5),
+        "period_p99": percentile(periods, 0.99),
         "first_returns": sum(returns[:10]) / max(1, len(returns[:10])),
         "last_returns": sum(returns[-10:]) / max(1, len(returns[-10:])),
         "episodes": float(len(returns)),

@@ -428,7 +428,8 @@ class PipelineRunner:
         self._last_point = (now, status.events_in)
         latencies = sorted(self.recent_latencies)
         shares = getattr(getattr(self.operator, "learner", None), "expert_shares", None)
-        monitor = getattr(getattr(self.operator, "scoreboard", None), "monitor", None)
+        scoreboard = getattr(self.operator, "scoreboard", None)
+        monitor = scoreboard.monitor if scoreboard is not None else None
         return {
             "t": now,
             "events_in": status.events_in,
@@ -438,7 +439,7 @@ class PipelineRunner:
             "scores": status.scores,
             "drifts": status.drifts,
             "alarms": monitor.alarms[-20:] if monitor is not None else [],
-            "labelled": getattr(getattr(self.operator, "scoreboard", None), "labelled", 0),
+            "labelled": scoreboard.labelled if scoreboard is not None else 0,
             "dead_letters": status.dead_letters,
             "model_version": status.model_version,
             "expert_shares": {str(k): v for k, v in shares().items()} if callable(shares) else None,
