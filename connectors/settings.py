@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 EMBEDDED = "embedded"
 
@@ -36,6 +36,7 @@ class Settings(BaseModel):
     registry: str = ""
     home: Path = Path(".eddy")
     secret: str = ""
+    torch_threads: int = Field(default=1, ge=1)
 
     @field_validator("broker")
     @classmethod
@@ -72,8 +73,12 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Read ``EDDY_BROKER``, ``EDDY_STATE``, ``EDDY_REGISTRY``, ``EDDY_HOME`` and ``EDDY_SECRET``."""
+        """Read ``EDDY_BROKER``, ``EDDY_STATE``, ``EDDY_REGISTRY``, ``EDDY_HOME``, ``EDDY_SECRET`` and
+        ``EDDY_TORCH_THREADS`` (torch threads per worker process, default 1)."""
         env = os.environ if environ is None else environ
+        threads = env.get("EDDY_TORCH_THREADS", "1") or "1"
+        if not threads.isdigit() or int(threads) < 1:
+            raise SettingsError(f"EDDY_TORCH_THREADS must be a whole number >= 1 (got {threads!r})")
         try:
             return cls(
                 broker=env.get("EDDY_BROKER", EMBEDDED) or EMBEDDED,
@@ -81,6 +86,7 @@ class Settings(BaseModel):
                 registry=env.get("EDDY_REGISTRY", ""),
                 home=Path(env.get("EDDY_HOME", ".eddy")),
                 secret=env.get("EDDY_SECRET", ""),
+                torch_threads=int(threads),
             )
         except ValidationError as exc:
             raise SettingsError("; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())) from None

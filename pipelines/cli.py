@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from connectors.bus import BusError, KafkaBus
 from connectors.embedded import SERVICE_KINDS, EmbeddedServiceError, stop_recorded
@@ -76,6 +77,7 @@ def _run_worker(args: argparse.Namespace, settings: Settings, console: Console) 
             port=args.port,
             partitions=args.partitions,
             stall_threshold_s=args.stall_threshold,
+            torch_threads=settings.torch_threads,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -94,7 +96,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> 
     from pipelines.demo import DemoOptions, run_demo
 
     options = DemoOptions(
-        events=args.events, rate=args.rate, port=args.port, dashboard_port=args.dashboard_port, seed=args.seed
+        events=args.events,
+        rate=args.rate,
+        port=args.port,
+        dashboard_port=args.dashboard_port,
+        seed=args.seed,
+        torch_threads=settings.torch_threads,
     )
     secret = project_secret(settings.secret, settings.home)
     with running_services(settings) as services:
@@ -444,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Handler = args.handler
         return handler(args, settings, console)
     except USER_ERRORS as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        # Not wrapped to the terminal and not read as markup: users copy paths and commands from it.
+        console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,9 +1,10 @@
 """``eddy demo`` (what ``make run`` starts): an online learner on a drifting stream, on embedded services.
 
-A producer thread writes a drifting SEA stream to ``demo.events`` at a steady rate; the ``demo`` pipeline
-(River Hoeffding tree, prequential) consumes it, publishes predictions to ``demo.predictions``, checkpoints to
+A producer thread writes a drifting SEA stream to ``demo.events`` at a steady rate; the ``demo`` pipeline (DriftMoE's
+MoE-Data, prequential, ADWIN on its error) consumes it, publishes predictions to ``demo.predictions``, checkpoints to
 Redis and publishes model versions to MLflow; a one-line status shows events/s, prequential accuracy, lag and
-the model version, and the dashboard (``eddy dashboard``) serves its live charts. Ctrl-C stops everything
+the model version and drift alarms, and the dashboard (``eddy dashboard``) serves its live charts: accuracy with the
+alarms marked, the router's expert shares, events/s, lag, p99 latency and model versions. Ctrl-C stops everything
 cleanly; ``--events N`` stops after N events and exits 0.
 """
 
@@ -33,8 +34,8 @@ DEMO_PARTITIONS = 4
 
 
 def demo_spec() -> PipelineSpec:
-    """The demo pipeline shipped in ``pipelines/examples/demo-hoeffding.yaml``."""
-    resource = importlib.resources.files("pipelines") / "examples" / "demo-hoeffding.yaml"
+    """The demo pipeline shipped in ``pipelines/examples/demo-driftmoe.yaml``."""
+    resource = importlib.resources.files("pipelines") / "examples" / "demo-driftmoe.yaml"
     with importlib.resources.as_file(resource) as path:
         return load_spec(path)
 
@@ -48,6 +49,7 @@ class DemoOptions:
     port: int = 9400
     dashboard_port: int = 9500
     seed: int = 42
+    torch_threads: int = 1
 
 
 def _produce(bus: KafkaBus, options: DemoOptions, stop: threading.Event) -> None:
@@ -89,7 +91,14 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     spec = demo_spec()
     bus = KafkaBus(services.broker_url)
     bus.create_topics([DEMO_TOPIC], DEMO_PARTITIONS)
-    worker = Worker([spec], services, secret=secret, port=options.port, partitions=DEMO_PARTITIONS)
+    worker = Worker(
+        [spec],
+        services,
+        secret=secret,
+        port=options.port,
+        partitions=DEMO_PARTITIONS,
+        torch_threads=options.torch_threads,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -65,6 +65,12 @@ class WorkerMetrics:
             ["pipeline", "statistic"],
             registry=r,
         )
+        self.expert_share = Gauge(
+            "eddy_expert_share",
+            "Fraction of recent instances the router sent to each expert (mixture-of-experts learners)",
+            ["pipeline", "expert"],
+            registry=r,
+        )
         self.checkpoints = Counter(
             "eddy_checkpoints", "Checkpoints written to the state store", ["pipeline"], registry=r
         )

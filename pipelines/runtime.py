@@ -420,6 +420,13 @@ class PipelineRunner:
             if scoreboard.monitor is not None:
                 for statistic, value in scoreboard.monitor.statistics().items():
                     self.metrics.drift_statistic.labels(name, statistic).set(value)
+        for expert, share in (self.expert_shares() or {}).items():
+            self.metrics.expert_share.labels(name, expert).set(share)
+
+    def expert_shares(self) -> dict[str, float] | None:
+        """The router's recent share per expert when the learner is a mixture of experts, else ``None``."""
+        shares = getattr(getattr(self.operator, "learner", None), "expert_shares", None)
+        return {str(k): v for k, v in shares().items()} if callable(shares) else None
 
     def history_point(self, now: float) -> dict[str, Any]:
         """One point of the dashboard's history: rates, lag, p99 latency, scores, alarms, version, expert shares."""
@@ -427,7 +434,6 @@ class PipelineRunner:
         then, events_then = self._last_point
         self._last_point = (now, status.events_in)
         latencies = sorted(self.recent_latencies)
-        shares = getattr(getattr(self.operator, "learner", None), "expert_shares", None)
         scoreboard = getattr(self.operator, "scoreboard", None)
         monitor = scoreboard.monitor if scoreboard is not None else None
         return {
@@ -442,7 +448,7 @@ class PipelineRunner:
             "labelled": scoreboard.labelled if scoreboard is not None else 0,
             "dead_letters": status.dead_letters,
             "model_version": status.model_version,
-            "expert_shares": {str(k): v for k, v in shares().items()} if callable(shares) else None,
+            "expert_shares": self.expert_shares(),
         }
 
     def status(self) -> PipelineStatus:

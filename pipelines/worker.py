@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -60,9 +61,15 @@ class Worker:
         port: int | None = None,
         partitions: int = 1,
         stall_threshold_s: float = DEFAULT_STALL_THRESHOLD_S,
+        torch_threads: int = 1,
     ) -> None:
         if not specs:
             raise ValueError("a worker needs at least one pipeline spec")
+        if torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 (got {torch_threads}); set EDDY_TORCH_THREADS")
+        # Operators run one event or one small batch at a time: torch's intra-op threads only add overhead there
+        # (up to ~100x on tiny ops when workers share cores), so a worker uses one thread unless told otherwise.
+        torch.set_num_threads(torch_threads)
         self.specs = list(specs)
         self.services = services
         self.port = port

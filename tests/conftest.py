@@ -2,6 +2,9 @@
 the package; in-process workers from tests/fixtures/worker.py."""
 
 import os
+from pathlib import Path
+
+import pytest
 
 # Triton decides at import whether it interprets kernels: tests run them on the CPU (DESIGN.md §8)
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -10,3 +13,13 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ["pytester", "tests.fixtures.worker"]
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """A folder that outlives the run for what a test leaves to look at (screenshots, plots):
+    ``$EDDY_TEST_ARTIFACTS`` (default ``test-artifacts/`` at the repository root) / the test's name."""
+    root = Path(os.environ.get("EDDY_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts")
+    folder = root / request.node.name.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

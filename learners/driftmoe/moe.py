@@ -190,8 +190,9 @@ class _RoutedMixture:
     def expert_shares(self) -> dict[int, float]:
         """Fraction of the last ``share_window`` learned instances whose top-1 route was each expert (all zeros
         before any learning): the signal a monitor draws to see the router reassign regions after a drift."""
-        counts = Counter(self._routes)
-        total = len(self._routes)
+        routes = list(self._routes)  # one snapshot: a worker reads this while its executor thread learns
+        counts = Counter(routes)
+        total = len(routes)
         return {expert: counts[expert] / total if total else 0.0 for expert in range(self._n_outputs())}
 
     # -- checkpoints ---------------------------------------------------------------------------------------------

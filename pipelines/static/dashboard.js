@@ -83,9 +83,13 @@ function render(name, points) {
   const metric = Object.keys(scores)[0];
   const alarms = alarmTimes(points);
   const versions = [...new Set(points.map((p) => p.model_version).filter((v) => v))];
+  // where the last alarms fell, counted in labelled predictions (the monitor's positions)
+  const positions = (last.alarms || []).slice(-5);
+  const where = positions.length ? ` at #${positions.map((n) => n.toLocaleString()).join(", #")}` : "";
   node.querySelector(".facts").innerHTML =
     `<b>${(last.events_in || 0).toLocaleString()}</b> events · ${metric ? `${metric} <b>${scores[metric].toFixed(3)}</b> · ` : ""}` +
-    `<span class="${last.drifts ? "alarm" : ""}" data-drift-alarms="${last.drifts || 0}">${last.drifts || 0} drift alarms</span> · ` +
+    `<span class="${last.drifts ? "alarm" : ""}" data-drift-alarms="${last.drifts || 0}" ` +
+    `data-alarm-positions="${positions.join(",")}">${last.drifts || 0} drift alarms${where}</span> · ` +
     `lag <b>${last.lag ?? 0}</b> · model versions <b data-versions>${versions.join(", ") || "none"}</b> · ` +
     `dead letters <b>${last.dead_letters || 0}</b>`;
   const chart = (kind) => node.querySelector(`canvas[data-chart="${kind}"]`);

@@ -2,7 +2,7 @@
 
 >>> # in a test (the fixtures come with the ``eddy`` pytest plugin):
 >>> # def test_ctr(pipeline_harness):
->>> #     harness = pipeline_harness("pipelines/examples/demo-hoeffding.yaml")
+>>> #     harness = pipeline_harness("pipelines/examples/demo-driftmoe.yaml")
 >>> #     harness.replay("tests/data/clicks.jsonl.gz")
 >>> #     result = harness.run()
 >>> #     assert result.dead_letters == [] and len(result.outputs["predictions"]) == 1000

@@ -111,7 +111,7 @@ def test_restart_keeps_port_and_data(tmp_path: Path) -> None:
         service.stop()
 
 
-def test_settings_reject_bad_urls() -> None:
+def test_settings_reject_bad_urls_and_thread_counts() -> None:
     assert Settings.from_env({}).broker == "embedded"
     assert Settings.from_env({"EDDY_BROKER": "kafka://h:9092"}).broker == "kafka://h:9092"
     with pytest.raises(SettingsError, match="EDDY_BROKER"):
@@ -120,4 +120,9 @@ def test_settings_reject_bad_urls() -> None:
         Settings.from_env({"EDDY_STATE": "memcached://x"})
     with pytest.raises(SettingsError, match="EDDY_REGISTRY"):
         Settings.from_env({"EDDY_REGISTRY": "postgres://x"})
+    assert Settings.from_env({}).torch_threads == 1
+    assert Settings.from_env({"EDDY_TORCH_THREADS": "4"}).torch_threads == 4
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(SettingsError, match="EDDY_TORCH_THREADS must be a whole number >= 1"):
+            Settings.from_env({"EDDY_TORCH_THREADS": bad})
     assert Settings(home=Path("/tmp/h")).registry_uri == "sqlite:////tmp/h/mlflow.db"

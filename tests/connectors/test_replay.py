@@ -179,7 +179,7 @@ def test_cli_replay_stops_on_a_bad_line_before_producing_and_skip_bad_counts_it(
     path.write_text("\n".join([*lines[:3], '{"topic": "x"}', lines[3]]) + "\n")
     assert main(["replay", str(path), "--max-speed"]) == 2
     err = capsys.readouterr().err
-    assert f"{path}:4: missing field(s)" in err.replace("\n", "") and "--skip-bad" in err
+    assert f"{path}:4: missing field(s)" in err and "--skip-bad" in err
     assert eddy_bus.read(topic, 1, timeout_s=0.5) == []
     assert main(["replay", str(path), "--max-speed", "--skip-bad"]) == 0
     err = capsys.readouterr().err

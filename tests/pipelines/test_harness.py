@@ -15,7 +15,7 @@ from pipelines.testing.golden import differences
 pytestmark = pytest.mark.timeout(240)
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "demo-events.jsonl.gz"
-DEMO_SPEC = Path(__file__).resolve().parents[2] / "pipelines" / "examples" / "demo-hoeffding.yaml"
+DEMO_SPEC = Path(__file__).resolve().parents[2] / "pipelines" / "examples" / "demo-driftmoe.yaml"
 Harness = Callable[..., PipelineHarness]
 
 

@@ -54,7 +54,7 @@ def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
 
 
 def test_examples_exist() -> None:
-    assert {p.name for p in EXAMPLE_FILES} >= {"demo-hoeffding.yaml", "demo-serve.yaml", "relay.yaml"}
+    assert {p.name for p in EXAMPLE_FILES} >= {"demo-driftmoe.yaml", "demo-serve.yaml", "relay.yaml"}
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
@@ -73,11 +73,11 @@ def test_examples_load_together() -> None:
 
 
 def test_demo_example_is_what_the_demo_expects() -> None:
-    spec = load_spec(EXAMPLES / "demo-hoeffding.yaml")
+    spec = load_spec(EXAMPLES / "demo-driftmoe.yaml")
     assert (spec.name, spec.input.topics, spec.input.schema_name) == ("demo", ["demo.events"], "event/v1")
     assert (spec.operator.use, spec.operator.params, spec.operator.mode) == (
-        "river.tree:HoeffdingTreeClassifier",
-        {"grace_period": 100},
+        "learners.driftmoe:MoEData",
+        {"n_experts": 12, "top_k": 3, "seed": 42},
         "learn",
     )
     assert (spec.batch.max, spec.batch.within_ms) == (256, 20)
