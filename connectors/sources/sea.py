@@ -1,4 +1,4 @@
-"""Sources of synthetic streams with a known answer (DESIGN.md §10): no dataset downloads here."""
+"""The drifting SEA stream of the demo and the benchmarks: a known drift schedule, generated, never downloaded."""
 
 from __future__ import annotations
 
