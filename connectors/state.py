@@ -432,18 +432,26 @@ class StateStore:
         key = f"{KEY_PREFIX}:{_check_name('pipeline', pipeline)}:checkpoint"
         return f"{key}:prev" if previous else key
 
-    def write_checkpoint(self, cp: Checkpoint) -> None:
-        """Make ``cp`` the newest checkpoint and keep the one it replaces as ``:prev``, in one MULTI/EXEC."""
+    def write_checkpoint(self, cp: Checkpoint, entries: Mapping[str, bytes] | None = None) -> None:
+        """Make ``cp`` the newest checkpoint and keep the one it replaces as ``:prev``, in one MULTI/EXEC.
+
+        ``entries`` are per-key state of the same pipeline (namespace ``cp.pipeline``, read back with
+        :meth:`get_many`) written in the same transaction, so that per-key state never runs ahead of or behind
+        the offsets the checkpoint covers (e.g. each user's recent events kept by a sequence pipeline).
+        """
         if not isinstance(cp, Checkpoint):
             raise ValueError(f"write_checkpoint takes a Checkpoint (got {type(cp).__name__})")
-        self._write_checkpoint(self.checkpoint_key(cp.pipeline), cp.to_fields())
+        kv = {self.kv_key(cp.pipeline, key): _check_value(key, value) for key, value in (entries or {}).items()}
+        self._write_checkpoint(self.checkpoint_key(cp.pipeline), cp.to_fields(), kv)
 
     @_retried
-    def _write_checkpoint(self, key: str, fields: dict[str, bytes]) -> None:
+    def _write_checkpoint(self, key: str, fields: dict[str, bytes], entries: dict[str, bytes]) -> None:
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.copy(key, f"{key}:prev", replace=True)  # a no-op when there is no checkpoint yet
             pipe.delete(key)
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis stubs want str/bytes unions
+            if entries:
+                pipe.mset(entries)  # type: ignore[arg-type]
             pipe.execute()
 
     def read_checkpoint(self, pipeline: str, *, previous: bool = False) -> Checkpoint | None:

@@ -31,6 +31,7 @@ from connectors.registry import ModelRegistry
 from connectors.replay import ReplayDeduper
 from connectors.state import Checkpoint, StateStore, offset_key, parse_offset_key
 from pipelines.follower import MODELS_TOPIC, ModelFollower, update_key
+from pipelines.keyed import KeyedEntries
 from pipelines.metrics import WorkerMetrics
 from pipelines.operators import (
     LearnerOperator,
@@ -91,6 +92,10 @@ class PipelineRunner:
         self.metrics = metrics
         self.secret = secret
         self.operator = build_operator(spec)
+        # operators with per-key state (KeyedEntries) read it from this pipeline's namespace in the state store
+        self.keyed: KeyedEntries | None = getattr(self.operator, "entries", None)
+        if self.keyed is not None:
+            self.keyed.bind(lambda keys: store.get_many(spec.name, keys))
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eddy-{spec.name}")
         self.lock = asyncio.Lock()
         self.next_offsets: dict[TP, int] = {}
@@ -158,6 +163,8 @@ class PipelineRunner:
         if not mine:
             return
         checkpoint = self.store.read_checkpoint(self.spec.name)
+        if self.keyed is not None:
+            self.keyed.forget()  # what Redis holds matches the checkpoint about to be restored
         if checkpoint is None:
             log.info("pipeline %s: no checkpoint; starting from committed offsets", self.spec.name)
             return
@@ -322,6 +329,7 @@ class PipelineRunner:
 
     def _write_checkpoint(self, offsets: dict[str, int]) -> None:
         version = getattr(self.operator, "version", None)
+        entries = self.keyed.pending() if self.keyed is not None else {}
         self.store.write_checkpoint(
             Checkpoint(
                 pipeline=self.spec.name,
@@ -331,8 +339,11 @@ class PipelineRunner:
                 created_at=time.time(),
                 meta={"model_version": version or ""},
                 replayed=dict(self.deduper.marks),
-            )
+            ),
+            entries,
         )
+        if self.keyed is not None:
+            self.keyed.written(entries)
 
     def _publish_due(self) -> bool:
         policy = self.spec.registry

@@ -72,6 +72,21 @@ def test_checkpoint_round_trip_keeps_previous(eddy_state: StateStore) -> None:
     assert eddy_state.read_checkpoint("live-ctr", previous=True) is None
 
 
+def test_checkpoint_writes_per_key_entries_in_its_transaction(eddy_state: StateStore) -> None:
+    eddy_state.write_checkpoint(_checkpoint(1), {"user-1": b"a", "user-2": b"b"})
+    assert eddy_state.get_many("live-ctr", ["user-1", "user-2", "user-3"]) == {
+        "user-1": b"a",
+        "user-2": b"b",
+        "user-3": None,
+    }
+    eddy_state.write_checkpoint(_checkpoint(2), {"user-1": b"c"})
+    assert eddy_state.get("live-ctr", "user-1") == b"c" and eddy_state.get("live-ctr", "user-2") == b"b"
+    with pytest.raises(ValueError, match="bytes"):
+        eddy_state.write_checkpoint(_checkpoint(3), {"user-1": "not bytes"})  # type: ignore[dict-item]
+    checkpoint = eddy_state.read_checkpoint("live-ctr")
+    assert checkpoint is not None and checkpoint.events == 2  # the refused write changed nothing
+
+
 def test_checkpoint_write_is_atomic_under_concurrent_writers(eddy_state: StateStore) -> None:
     """Two writers and a reader: every checkpoint read has the offsets, events and meta of its own state."""
     writes_per_thread = 300
