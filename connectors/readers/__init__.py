@@ -6,6 +6,9 @@ Every reader is an iterator of ``(x, y)`` pairs: ``x`` maps attribute names to `
 counted in ``reader.skipped`` (the first few kept in ``reader.bad_rows``). :func:`to_events` turns rows into
 :class:`~connectors.messages.Event` messages for a topic. Standard library only (no pandas, scipy or torch).
 
+EasyTPP's event-sequence files (pickle or JSON) are another kind: :func:`read_easytpp` reads one split whole into
+:class:`~connectors.sources.hawkes.EventSequence` objects (numpy arrays), skipping bad sequences the same way.
+
 >>> import io
 >>> arff = io.StringIO(
 ...     "% a tiny Elec2-like stream\\n"
@@ -30,6 +33,13 @@ counted in ``reader.skipped`` (the first few kept in ``reader.bad_rows``). :func
 from connectors.readers._base import MAX_REPORTED, BadRow, OnError, ReadError, Row, RowReader, Source, Value
 from connectors.readers.arff import ArffHeader, ArffReader, Attribute, parse_header, read_arff
 from connectors.readers.csvfile import MISSING, ColumnType, CsvReader, read_csv
+from connectors.readers.easytpp import (
+    BadSequence,
+    EasyTPPData,
+    read_easytpp,
+    write_easytpp_json,
+    write_easytpp_pickle,
+)
 from connectors.readers.events import to_event, to_events
 from connectors.readers.presets import (
     AIRLINES,
@@ -55,8 +65,10 @@ __all__ = [
     "ArffReader",
     "Attribute",
     "BadRow",
+    "BadSequence",
     "ColumnType",
     "CsvReader",
+    "EasyTPPData",
     "HeaderMismatchError",
     "OnError",
     "Preset",
@@ -70,8 +82,11 @@ __all__ = [
     "read_arff",
     "read_covtype",
     "read_csv",
+    "read_easytpp",
     "read_elec2",
     "read_preset",
     "to_event",
     "to_events",
+    "write_easytpp_json",
+    "write_easytpp_pickle",
 ]

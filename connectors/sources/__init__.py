@@ -1,5 +1,32 @@
 """Sources of synthetic streams with a known answer (DESIGN.md §10): no dataset downloads here."""
 
+from connectors.sources.hawkes import (
+    EventSequence,
+    HawkesParams,
+    Period,
+    compensator,
+    drifting_hawkes,
+    intensity,
+    log_likelihood,
+    random_params,
+    rescaled_times,
+    simulate,
+    to_interactions,
+)
 from connectors.sources.sea import SEA_VARIANTS, drifting_sea
 
-__all__ = ["SEA_VARIANTS", "drifting_sea"]
+__all__ = [
+    "SEA_VARIANTS",
+    "EventSequence",
+    "HawkesParams",
+    "Period",
+    "compensator",
+    "drifting_hawkes",
+    "drifting_sea",
+    "intensity",
+    "log_likelihood",
+    "random_params",
+    "rescaled_times",
+    "simulate",
+    "to_interactions",
+]
