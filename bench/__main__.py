@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench import core, replay, rl_bus, streamx
+from bench import core, drift, replay, rl_bus, streamx, tpp, tpp_pipeline
 
-BENCHMARKS = ("core", "replay", "rl_bus", "streamx")
+BENCHMARKS = ("core", "replay", "rl_bus", "streamx", "drift", "tpp", "tpp_pipeline")
 
 
 def main() -> None:
@@ -15,7 +15,9 @@ def main() -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--events", type=int, default=30_000, help="pre-filled events for core throughput")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="seconds of offered load for latency")
-    parser.add_argument("--full", action="store_true", help="stream-x learning curves at the paper's lengths (hours)")
+    parser.add_argument(
+        "--full", action="store_true", help="paper-length runs: stream-x curves, DriftMoE 1M x 10 seeds (hours)"
+    )
     parser.add_argument("--replay-events", type=int, default=50_000, help="messages per replay throughput run")
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(BENCHMARKS))
@@ -30,6 +32,12 @@ def main() -> None:
         print(rl_bus.run())
     if "streamx" in names:
         print(streamx.run(quick=not args.full))
+    if "drift" in names:
+        print(drift.run(quick=not args.full))
+    if "tpp" in names:
+        print(tpp.run(quick=False))
+    if "tpp_pipeline" in names:
+        print(tpp_pipeline.run())
 
 
 if __name__ == "__main__":

@@ -228,6 +228,22 @@ class Prediction(Message):
     model_version: str | None = None
 
 
+class NextEventPrediction(Message):
+    """A sequence pipeline's forecast of one user's next interaction, made when one of theirs arrived."""
+
+    schema_name: ClassVar[str] = "next-event/v1"
+    pipeline: str
+    user: str
+    ts: float = Field(description="Event time of the interaction answered (so replays reproduce it).")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    next_ts: float = Field(description="Expected time of the user's next interaction.")
+    next_kind: str = Field(description="Most likely kind of that interaction.")
+    kind_probs: dict[str, float] = Field(description="Probability of each kind for that interaction.")
+    model_version: str | None = None
+
+
 class Allocation(Message):
     """Traffic shares per candidate (live-stream allocation)."""
 
@@ -265,7 +281,19 @@ class DeadLetter(Message):
 
 SCHEMAS: dict[str, type[Message]] = {
     cls.schema_name: cls
-    for cls in (Event, Observation, Action, Reward, Interaction, Frame, Prediction, Allocation, ModelUpdate, DeadLetter)
+    for cls in (
+        Event,
+        Observation,
+        Action,
+        Reward,
+        Interaction,
+        Frame,
+        Prediction,
+        NextEventPrediction,
+        Allocation,
+        ModelUpdate,
+        DeadLetter,
+    )
 }
 """Every message class by its schema name."""
 

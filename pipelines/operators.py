@@ -9,101 +9,42 @@ pipeline spec:
 - :class:`RelayOperator` (``mode: relay``) forwards validated records unchanged (the no-op used by benchmarks).
 - :class:`AgentOperator` (``mode: agent``) hosts a streaming RL agent per environment on ``observation/v1``: it
   learns from each transition and answers each observation with an ``action/v1``.
+- :class:`~pipelines.sequence_operator.SequenceOperator` (``mode: sequence``) predicts each user's next interaction
+  with a temporal point process and trains it from the stream.
 
 Operators are plain synchronous objects: the runtime calls them from one executor thread per pipeline.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from river import metrics
+from typing import Any
 
 from connectors.messages import Action, Event, Message, Observation, Prediction, encode
-from learners.drift import DriftMonitor
-from learners.metrics import KappaM
+from pipelines.records import BatchResult, Features, Operator, Output, Record, RecordRejected, Rejection, Source
+from pipelines.scoring import Scoreboard
+from pipelines.sequence_operator import SequenceOperator
 from pipelines.spec import PipelineSpec, resolve_operator
 
-Features = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where an input record came from, and its bytes (kept for dead letters and relaying)."""
-
-    raw: bytes
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One decoded input message and its source."""
-
-    message: Message
-    source: Source
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One message for a declared output (by its name in ``spec.outputs``)."""
-
-    output: str
-    key: bytes | None
-    value: bytes
-    source_timestamp_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A record the operator could not process; it goes to the dead-letter topic with the reason."""
-
-    source: Source
-    reason: str
-    detail: str
-
-
-@dataclass
-class BatchResult:
-    """What one micro-batch produced: outputs in input order, and the records that failed."""
-
-    outputs: list[Output] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-
-
-class RecordRejected(ValueError):
-    """A record that decodes but that this operator cannot use; it goes to the dead-letter topic."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class Operator(Protocol):
-    """What the runtime needs from an operator."""
-
-    def validate(self, message: Message) -> None:
-        """Raise :class:`RecordRejected` for a record this operator cannot process."""
-
-    def process(self, records: Sequence[Record]) -> BatchResult:
-        """Handle one micro-batch: outputs in input order; a record that makes the model raise is rejected."""
-
-    def state(self) -> Any:
-        """Everything needed to resume exactly where this operator is (checkpointed with the input offsets)."""
-
-    def load_state(self, state: Any) -> None:
-        """Resume from :meth:`state`'s value."""
-
-    def scores(self) -> dict[str, float]:
-        """Current prequential metrics by name."""
+__all__ = [
+    "AgentOperator",
+    "BatchResult",
+    "LearnerOperator",
+    "Operator",
+    "Output",
+    "Record",
+    "RecordRejected",
+    "Rejection",
+    "RelayOperator",
+    "Scoreboard",
+    "SequenceOperator",
+    "ServingOperator",
+    "Source",
+    "build_operator",
+    "features_and_label",
+]
 
 
 def features_and_label(message: Message, target: str | None) -> tuple[Features, Any]:
@@ -123,56 +64,6 @@ def features_and_label(message: Message, target: str | None) -> tuple[Features, 
             features[name] = value
     label = features.pop(target, None) if target else None
     return features, label
-
-
-METRICS: dict[str, Callable[[], Any]] = {
-    "accuracy": metrics.Accuracy,
-    "kappa_m": KappaM,
-    "log_loss": metrics.LogLoss,
-    "mae": metrics.MAE,
-    "rmse": metrics.RMSE,
-}
-
-
-@dataclass
-class Scoreboard:
-    """Prequential metrics and an optional drift monitor on the error stream."""
-
-    metrics: dict[str, Any]
-    monitor: DriftMonitor | None
-    labelled: int = 0
-
-    @classmethod
-    def from_spec(cls, spec: PipelineSpec) -> Scoreboard:
-        """The metrics and detector that ``spec.monitor`` names (accuracy and no detector by default)."""
-        names = list(spec.monitor.metrics) if spec.monitor else ["accuracy"]
-        detector = spec.monitor.detector if spec.monitor else "none"
-        return cls({name: METRICS[name]() for name in names}, DriftMonitor(detector) if detector != "none" else None)
-
-    @property
-    def drifts(self) -> int:
-        """Drift alarms raised so far."""
-        return self.monitor.drifts if self.monitor is not None else 0
-
-    def update(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
-        """Score one prediction; the drift monitor gets its error."""
-        self.labelled += 1
-        for name, metric in self.metrics.items():
-            if name == "log_loss":
-                if proba is not None:
-                    metric.update(y_true, proba.get(True, proba.get(1, 0.0)))
-            elif y_pred is not None:
-                metric.update(y_true, y_pred)
-        if self.monitor is not None and y_pred is not None:
-            self.monitor.update(y_true, y_pred)
-
-    def values(self) -> dict[str, float]:
-        """Metric values by name, NaN-free."""
-        out: dict[str, float] = {}
-        for name, metric in self.metrics.items():
-            value = float(metric.get())
-            out[name] = value if math.isfinite(value) else 0.0
-        return out
 
 
 def _prediction(spec: PipelineSpec, record: Record, y_pred: Any, proba: Any, label: Any, version: str | None) -> Output:
@@ -255,6 +146,10 @@ class LearnerOperator:
         result = _answer(self.spec, records, self.learner, self.version, self.scoreboard, learn=True)
         self.learned += len(result.outputs)
         return result
+
+    def published_model(self) -> Any:
+        """What a registry version holds: the learner."""
+        return self.learner
 
     def state(self) -> Any:
         """Learner, metrics, detector and the count of learned events."""
@@ -457,6 +352,7 @@ OPERATOR_MODES: dict[str, Callable[[PipelineSpec], Operator]] = {
     "serve": ServingOperator.from_spec,
     "relay": RelayOperator.from_spec,
     "agent": AgentOperator.from_spec,
+    "sequence": SequenceOperator.from_spec,
 }
 
 

@@ -39,6 +39,7 @@ from pipelines.operators import (
     Record,
     RecordRejected,
     Rejection,
+    SequenceOperator,
     ServingOperator,
     Source,
     build_operator,
@@ -47,6 +48,7 @@ from pipelines.serialization import dump_state, load_state
 from pipelines.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
+PUBLISHING = (LearnerOperator, SequenceOperator)  # operators that learn and publish versions by policy
 LATENCY_WINDOW = 2048  # recent event-to-output latencies kept for the dashboard's p99
 
 
@@ -347,12 +349,12 @@ class PipelineRunner:
 
     def _publish_due(self) -> bool:
         policy = self.spec.registry
-        if policy is None or self.registry is None or not isinstance(self.operator, LearnerOperator):
+        if policy is None or self.registry is None or not isinstance(self.operator, PUBLISHING):
             return False
         return self.operator.learned - self.last_published_learned >= policy.publish_every_events
 
     async def _publish(self) -> None:
-        assert isinstance(self.operator, LearnerOperator) and self.spec.registry is not None
+        assert isinstance(self.operator, PUBLISHING) and self.spec.registry is not None
         offsets = self._offsets()
         info = await self._run(self._publish_version, offsets)
         self.operator.version = info.version
@@ -365,11 +367,11 @@ class PipelineRunner:
         log.info("pipeline %s: published %s (%d events learned)", self.spec.name, info.uri, self.operator.learned)
 
     def _publish_version(self, offsets: dict[str, int]) -> Any:
-        assert isinstance(self.operator, LearnerOperator) and self.spec.registry is not None and self.registry
+        assert isinstance(self.operator, PUBLISHING) and self.spec.registry is not None and self.registry
         params = {k: v for k, v in self.spec.operator.params.items() if isinstance(v, str | int | float | bool)}
         return self.registry.publish(
             self.spec.registry.model,
-            dump_state(self.operator.learner, self.secret),
+            dump_state(self.operator.published_model(), self.secret),
             params={"operator": self.spec.operator.use or "", **params},
             metrics=self.operator.scores(),
             offsets=offsets,

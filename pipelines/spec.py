@@ -41,6 +41,7 @@ __all__ = [
     "OperatorSpec",
     "PipelineSpec",
     "RegistrySpec",
+    "SequenceSpec",
     "SpecError",
     "load_spec",
     "load_specs",
@@ -62,7 +63,9 @@ RESERVED_OUTPUT_PREFIXES = ("eddy.", "__")  # eddy.models and Kafka's internal t
 LABEL_SCHEMA = "event/v1"  # the schema whose records carry their label in Event.label
 
 AGENT_SCHEMA = "observation/v1"
-Mode = Literal["learn", "serve", "relay", "agent"]
+SEQUENCE_SCHEMA = "interaction/v1"
+INTERACTION_KINDS = ("impression", "click", "like", "comment", "gift", "follow", "leave")  # Interaction.kind
+Mode = Literal["learn", "serve", "relay", "agent", "sequence"]
 Detector = Literal["adwin", "page_hinkley", "kswin", "ddm", "none"]
 Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
 
@@ -157,7 +160,8 @@ class OperatorSpec(_Section):
         "learn",
         description="learn: prequential predict, score, learn; serve: predict with the model a registry alias "
         "points to; relay: pass records through unchanged (benchmarks); agent: a streaming RL agent per env on "
-        "observation/v1, actions to the primary output.",
+        "observation/v1, actions to the primary output; sequence: next-event prediction per user on "
+        "interaction/v1 with a temporal point process trained from the stream.",
     )
 
     @field_validator("use")
@@ -236,6 +240,32 @@ class MonitorSpec(_Section):
         return metrics
 
 
+class SequenceSpec(_Section):
+    """mode sequence: each user's recent interactions are one event sequence (times and kinds) for a temporal
+    point process that predicts the user's next event, and learns from the stream periodically."""
+
+    kinds: list[str] = Field(
+        default_factory=lambda: list(INTERACTION_KINDS),
+        description="Interaction kinds that are event types, in type order; other kinds go to the dead-letter "
+        "topic (reason unknown_kind).",
+    )
+    history: int = Field(64, ge=2, le=4096, description="Most recent events kept per user (in the state store).")
+    train_every_events: int = Field(
+        2000, ge=1, description="Train on the sequences of the users seen since the last training this often."
+    )
+    epochs: int = Field(1, ge=1, le=100, description="Passes over those sequences per training.")
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, kinds: list[str]) -> list[str]:
+        unknown = [k for k in kinds if k not in INTERACTION_KINDS]
+        if unknown:
+            raise ValueError(f"has unknown kind(s) {', '.join(map(repr, unknown))}; use {', '.join(INTERACTION_KINDS)}")
+        if len(kinds) < 2 or len(set(kinds)) != len(kinds):
+            raise ValueError(f"must list at least two different kinds, each once (got {_show(kinds)})")
+        return kinds
+
+
 class LimitsSpec(_Section):
     """Guards against bad input."""
 
@@ -264,6 +294,7 @@ class PipelineSpec(_Section):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     registry: RegistrySpec | None = None
     monitor: MonitorSpec | None = None
+    sequence: SequenceSpec | None = Field(None, description="mode sequence only (defaults apply when left out).")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @model_validator(mode="before")
@@ -345,6 +376,17 @@ class PipelineSpec(_Section):
             )
         if mode == "agent" and (registry is not None or self.monitor is not None):
             problems.append("registry and monitor are not used in mode 'agent'; remove them")
+        if mode == "sequence" and op.use is None:
+            problems.append("operator.use is required for mode 'sequence' (e.g. use: learners.tpp:ContinualTPP)")
+        if mode == "sequence" and self.input.schema_name != SEQUENCE_SCHEMA:
+            problems.append(
+                f"mode 'sequence' reads {SEQUENCE_SCHEMA} (got input.schema {self.input.schema_name!r}); "
+                "point it at an interactions topic such as live.interactions"
+            )
+        if mode == "sequence" and "n_types" in op.params:
+            problems.append("operator.params.n_types is set by mode 'sequence' from sequence.kinds; remove it")
+        if mode != "sequence" and self.sequence is not None:
+            problems.append(f"sequence is only used in mode 'sequence' (got mode {mode!r}); remove it")
         if mode == "relay" and registry is not None:
             problems.append("registry is not used in mode 'relay'; remove it")
         if mode == "relay" and self.monitor is not None:

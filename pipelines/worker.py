@@ -118,7 +118,7 @@ class Worker:
         self._site: web.TCPSite | None = None
 
     async def _on_assigned(self, sender: Any, *args: Any, **_: Any) -> None:
-        """Faust signal ``on_partitions_assigned(app, assigned)``."""
+        """Faust signal ``on_partitions_assigned(app, assigned)``: ready once every pipeline has restored."""
         assigned = args[0]
         for runner in self.runners:
             await runner.on_assigned(assigned)
@@ -126,8 +126,10 @@ class Worker:
             self.assigned.set()
 
     async def _on_revoked(self, sender: Any, *args: Any, **_: Any) -> None:
-        """Faust signal ``on_partitions_revoked(app, revoked)``."""
+        """Faust signal ``on_partitions_revoked(app, revoked)``: a rebalance starts; not ready until the new
+        assignment is restored (checkpoints read, partitions sought)."""
         revoked = args[0]
+        self.assigned.clear()
         for runner in self.runners:
             await runner.on_revoked(revoked)
 

@@ -69,7 +69,8 @@ def test_every_example_loads_and_says_what_it_is(path: Path) -> None:
 
 
 def test_examples_load_together() -> None:
-    assert [s.name for s in load_specs([EXAMPLES])] == ["cartpole-streamq", "demo", "demo-serve", "relay"]
+    names = ["cartpole-streamq", "demo", "demo-serve", "interactions-tpp", "relay"]
+    assert [s.name for s in load_specs([EXAMPLES])] == names
 
 
 def test_demo_example_is_what_the_demo_expects() -> None:
@@ -156,7 +157,10 @@ INVALID = [
     ({"input.start": "first"}, "input.start must be one of 'earliest' or 'latest' (got 'first')"),
     ({"operator.use": "river.tree.HoeffdingTreeClassifier"}, "operator.use must be 'package.module:Attr'"),
     ({"operator.use": ...}, "operator.use is required for mode 'learn'"),
-    ({"operator.mode": "train"}, "operator.mode must be one of 'learn', 'serve', 'relay' or 'agent' (got 'train')"),
+    (
+        {"operator.mode": "train"},
+        "operator.mode must be one of 'learn', 'serve', 'relay', 'agent' or 'sequence' (got 'train')",
+    ),
     ({"operator.parms": {"a": 1}}, "unknown field 'operator.parms' (did you mean 'params'?)"),
     ({"ouputs": {"predictions": "x"}}, "unknown field 'ouputs' (did you mean 'outputs'?)"),
     ({"batch.size": 3}, "unknown field 'batch.size' (allowed: max, within_ms)"),
@@ -299,13 +303,14 @@ def test_json_schema_is_json_with_the_spec_fields() -> None:
         "checkpoint",
         "registry",
         "monitor",
+        "sequence",
         "limits",
     }
     assert set(schema["required"]) == {"name", "input", "operator"}
     assert schema["additionalProperties"] is False
     defs = schema["$defs"]
     assert set(defs["InputSpec"]["properties"]) == {"topics", "schema", "start"}
-    assert defs["OperatorSpec"]["properties"]["mode"]["enum"] == ["learn", "serve", "relay", "agent"]
+    assert defs["OperatorSpec"]["properties"]["mode"]["enum"] == ["learn", "serve", "relay", "agent", "sequence"]
     assert defs["BatchSpec"]["properties"]["max"]["minimum"] == 1
 
 
