@@ -203,19 +203,20 @@ def stationary_table(runs: dict[Strategy, list[Run]]) -> tuple[list[str], dict[S
 
 
 def goal(text: str, ours: list[float], baselines: dict[str, list[float]], higher_is_better: bool) -> str:
-    """A goal line: met when PromptTPP's mean over seeds beats every baseline's, with the means and, per baseline,
-    the paired per-seed difference and in how many seeds PromptTPP was better."""
+    """A goal line: met when PromptTPP's mean over seeds beats every baseline's (qualified when it does not in every
+    seed), with the means and, per baseline, the paired per-seed difference and in how many seeds PromptTPP won."""
     sign = 1.0 if higher_is_better else -1.0
     met = all(sign * (statistics.fmean(ours) - statistics.fmean(theirs)) > 0 for theirs in baselines.values())
-    comparisons = []
+    comparisons, every_seed = [], True
     for name, theirs in baselines.items():
         differences = [a - b for a, b in zip(ours, theirs, strict=True)]
         wins = sum(sign * d > 0 for d in differences)
+        every_seed = every_seed and wins == len(differences)
         comparisons.append(
             f"vs {name} {statistics.fmean(theirs):+.4f}: difference {mean_std(differences, 4)}, better in {wins} of "
             f"{len(differences)} seeds"
         )
-    verdict = "**met**" if met else "**not met**"
+    verdict = "**not met**" if not met else "**met**" if every_seed else "**met on the mean, not in every seed**"
     return f"- {text}: {verdict} (PromptTPP {statistics.fmean(ours):+.4f}; " + "; ".join(comparisons) + ")."
 
 
