@@ -17,16 +17,11 @@ import numpy as np
 import torch
 from river.tree import HoeffdingTreeClassifier
 
+from learners._state import check_state, require
 from learners.driftmoe.features import RouterInputs, validated_features
 from learners.driftmoe.router import Router
 
 STATE_FORMAT = 1
-
-
-def _require(ok: bool, message: str) -> None:
-    """Raise the ValueError ``message`` unless ``ok``."""
-    if not ok:
-        raise ValueError(message)
 
 
 class _RoutedMixture:
@@ -48,28 +43,28 @@ class _RoutedMixture:
         **variant_params: Any,
     ) -> None:
         name = type(self).__name__
-        _require(
+        require(
             isinstance(grace_period, int) and grace_period >= 1,
             f"{name}: grace_period must be an int >= 1 (got {grace_period!r}); it is the number of instances a "
             "leaf sees between split attempts",
         )
-        _require(0.0 < delta < 1.0, f"{name}: delta must be in (0, 1) (got {delta!r}); the paper uses 1e-7")
-        _require(
+        require(0.0 < delta < 1.0, f"{name}: delta must be in (0, 1) (got {delta!r}); the paper uses 1e-7")
+        require(
             len(router_hidden) >= 1 and all(isinstance(size, int) and size >= 1 for size in router_hidden),
             f"{name}: router_hidden must be one or more layer widths >= 1 (got {router_hidden!r}), e.g. (256, 128)",
         )
-        _require(0.0 <= dropout < 1.0, f"{name}: dropout must be in [0, 1) (got {dropout!r}); the paper uses 0.2")
-        _require(lr > 0.0 and math.isfinite(lr), f"{name}: lr must be a positive number (got {lr!r}), e.g. 2e-3")
-        _require(
+        require(0.0 <= dropout < 1.0, f"{name}: dropout must be in [0, 1) (got {dropout!r}); the paper uses 0.2")
+        require(lr > 0.0 and math.isfinite(lr), f"{name}: lr must be a positive number (got {lr!r}), e.g. 2e-3")
+        require(
             isinstance(router_batch_size, int) and router_batch_size >= 1,
             f"{name}: router_batch_size must be an int >= 1 (got {router_batch_size!r}); the paper uses 256",
         )
-        _require(
+        require(
             isinstance(share_window, int) and share_window >= 1,
             f"{name}: share_window must be an int >= 1 (got {share_window!r}); it is how many recent routes "
             "expert_shares() counts",
         )
-        _require(isinstance(seed, int), f"{name}: seed must be an int (got {seed!r})")
+        require(isinstance(seed, int), f"{name}: seed must be an int (got {seed!r})")
         self._params: dict[str, Any] = {
             "grace_period": grace_period,
             "delta": delta,
@@ -128,15 +123,15 @@ class _RoutedMixture:
 
     def _check_label(self, y: Any) -> None:
         name = type(self).__name__
-        _require(
+        require(
             y is not None and isinstance(y, Hashable),
             f"{name}: the label must be a hashable class value such as an int, a bool or a str (got {y!r})",
         )
-        _require(
+        require(
             not (isinstance(y, float) and not math.isfinite(y)),
             f"{name}: the label is not finite (got {y!r}); drop the instance or fix the label upstream",
         )
-        _require(
+        require(
             self._label_type is None or type(y) is self._label_type,
             f"{name}: label {y!r} has type {type(y).__name__} but the labels so far are "
             f"{getattr(self._label_type, '__name__', None)}; send labels of one type (e.g. cast them upstream)",
@@ -219,17 +214,7 @@ class _RoutedMixture:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict`` of a learner built with the same parameters."""
-        name = type(self).__name__
-        _require(
-            isinstance(state, dict) and state.get("format") == STATE_FORMAT and state.get("learner") == name,
-            f"{name}: not a {name} state of format {STATE_FORMAT} (got learner={_get(state, 'learner')!r}, "
-            f"format={_get(state, 'format')!r}); load a state saved by {name}.state_dict()",
-        )
-        _require(
-            state["params"] == self._params,
-            f"{name}: the state was saved with parameters {state['params']} but this learner has {self._params}; "
-            f"build {name}(**params) with the saved parameters",
-        )
+        check_state(state, type(self).__name__, STATE_FORMAT, self._params)
         state = copy.deepcopy(state)
         self.classes = state["classes"]
         self._label_type = state["label_type"]
@@ -245,11 +230,6 @@ class _RoutedMixture:
 def _positive_proba(proba: dict[Hashable, float]) -> float:
     """A one-vs-rest expert's probability of its class; 0.5 (no opinion) while it has learned nothing."""
     return proba.get(True, 0.0) if proba else 0.5
-
-
-def _get(state: Any, key: str) -> Any:
-    """``state[key]`` if ``state`` is a dict, for error messages about malformed states."""
-    return state.get(key) if isinstance(state, dict) else type(state).__name__
 
 
 class MoEData(_RoutedMixture):
@@ -311,11 +291,11 @@ class MoEData(_RoutedMixture):
         share_window: int = 1000,
         seed: int = 0,
     ) -> None:
-        _require(
+        require(
             isinstance(n_experts, int) and n_experts >= 1,
             f"MoEData: n_experts must be an int >= 1 (got {n_experts!r}); the paper uses 12",
         )
-        _require(
+        require(
             isinstance(top_k, int) and 1 <= top_k <= n_experts,
             f"MoEData: top_k must be an int between 1 and n_experts={n_experts} (got {top_k!r}); the paper uses 3",
         )

@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
+from learners._state import check_state, require
 from learners.tpp.model import MIN_INTENSITY, AttentionTPP, Prefix
 from learners.tpp.prompts import PromptPools
 from learners.tpp.sequences import (
@@ -53,12 +54,6 @@ class NextEvent:
     time: float
     type: int
     type_probs: np.ndarray
-
-
-def _require(ok: bool, message: str) -> None:
-    """Raise the ValueError ``message`` unless ``ok``."""
-    if not ok:
-        raise ValueError(message)
 
 
 class ContinualTPP:
@@ -151,16 +146,16 @@ class ContinualTPP:
             ("prompt_length", prompt_length),
             ("batch_size", batch_size),
         ):
-            _require(isinstance(value, int) and value >= 1, f"{name}: {label} must be an int >= 1 (got {value!r})")
-        _require(
+            require(isinstance(value, int) and value >= 1, f"{name}: {label} must be an int >= 1 (got {value!r})")
+        require(
             strategy in get_args(Strategy),
             f"{name}: strategy must be one of {', '.join(get_args(Strategy))} (got {strategy!r})",
         )
-        _require(
+        require(
             isinstance(d_model, int) and d_model >= 2 and d_model % (2 * n_heads) == 0,
             f"{name}: d_model must be an int divisible by 2 * n_heads = {2 * n_heads} (got {d_model!r}), e.g. 32",
         )
-        _require(
+        require(
             isinstance(top_n, int) and 1 <= top_n <= pool_size,
             f"{name}: top_n must be an int between 1 and pool_size={pool_size} (got {top_n!r}); the spec uses 5",
         )
@@ -171,15 +166,15 @@ class ContinualTPP:
             ("pool_lr", pool_lr),
             ("grad_clip", grad_clip),
         ):
-            _require(
+            require(
                 isinstance(number, int | float) and math.isfinite(number) and number > 0,
                 f"{name}: {label} must be a positive number (got {number!r})",
             )
-        _require(
+        require(
             isinstance(cos_weight, int | float) and math.isfinite(cos_weight) and cos_weight >= 0,
             f"{name}: cos_weight must be a number >= 0 (got {cos_weight!r}); the spec uses 0.1",
         )
-        _require(isinstance(seed, int), f"{name}: seed must be an int (got {seed!r})")
+        require(isinstance(seed, int), f"{name}: seed must be an int (got {seed!r})")
         self._params: dict[str, Any] = {
             "n_types": n_types,
             "strategy": strategy,
@@ -227,7 +222,7 @@ class ContinualTPP:
         (``"frozen"`` after its first period).
         """
         name = type(self).__name__
-        _require(isinstance(epochs, int) and epochs >= 1, f"{name}: epochs must be an int >= 1 (got {epochs!r})")
+        require(isinstance(epochs, int) and epochs >= 1, f"{name}: epochs must be an int >= 1 (got {epochs!r})")
         checked = validate_sequences(sequences, self.n_types, f"{name}.fit_period")
         self.periods_seen += 1
         if self.strategy == "frozen" and self.periods_trained:
@@ -364,21 +359,7 @@ class ContinualTPP:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict` of a learner built with the same parameters."""
-        name = type(self).__name__
-        header = (state.get("learner"), state.get("format")) if isinstance(state, dict) else (type(state).__name__,)
-        if header != (name, STATE_FORMAT):
-            raise ValueError(
-                f"{name}: not a {name} state of format {STATE_FORMAT} (got learner, format = {header}); load what "
-                f"{name}.state_dict() returned"
-            )
-        differing = sorted(key for key in self._params if state["params"].get(key) != self._params[key])
-        if differing:
-            saved = ", ".join(f"{key}={state['params'].get(key)!r}" for key in differing)
-            ours = ", ".join(f"{key}={self._params[key]!r}" for key in differing)
-            raise ValueError(
-                f"{name}: the state was saved with {saved} but this learner has {ours}; build {name}(**params) with "
-                "the saved parameters (state['params'])"
-            )
+        check_state(state, type(self).__name__, STATE_FORMAT, self._params)
         state = copy.deepcopy(state)
         self.network.load_state_dict(state["network"])
         if self.pools is not None:
