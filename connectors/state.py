@@ -9,11 +9,18 @@ Key layout (``namespace`` and ``pipeline`` never contain ``:``, so no two layout
 | per-key state                | ``eddy:<namespace>:kv:<key>``      | string |
 | newest checkpoint            | ``eddy:<pipeline>:checkpoint``     | hash   |
 | the checkpoint before it     | ``eddy:<pipeline>:checkpoint:prev`` | hash   |
+| next offset per partition    | ``eddy:<pipeline>:offsets``        | hash   |
 
 A checkpoint hash has the fields ``state`` (bytes), ``offsets`` (JSON ``{"topic:partition": next_offset}``),
 ``events``, ``created_at`` and ``meta`` (JSON). :meth:`StateStore.write_checkpoint` copies the newest one to
 ``:prev`` and writes the new one in a single MULTI/EXEC, so a reader (HGETALL, one command) never sees the state of
 one checkpoint with the offsets of another.
+
+The same transaction merges the checkpoint's offsets into the pipeline's offsets hash (one field per
+``topic:partition``). When several workers of one pipeline share its partitions, each checkpoint covers only the
+partitions of its writer: the offsets hash holds every partition's progress whoever wrote it, and a worker that
+takes over a partition resumes from there (:meth:`StateStore.read_offsets`), together with the per-key state
+written in the same transactions.
 
 Redis going away must not lose anything or crash a worker: every operation retries on connection errors and
 timeouts with exponential backoff (50 ms doubling to 2 s) until ``retry_timeout_s`` (None: forever), then raises
@@ -442,17 +449,31 @@ class StateStore:
         if not isinstance(cp, Checkpoint):
             raise ValueError(f"write_checkpoint takes a Checkpoint (got {type(cp).__name__})")
         kv = {self.kv_key(cp.pipeline, key): _check_value(key, value) for key, value in (entries or {}).items()}
-        self._write_checkpoint(self.checkpoint_key(cp.pipeline), cp.to_fields(), kv)
+        self._write_checkpoint(cp.pipeline, cp.to_fields(), cp.offsets, kv)
 
     @_retried
-    def _write_checkpoint(self, key: str, fields: dict[str, bytes], entries: dict[str, bytes]) -> None:
+    def _write_checkpoint(
+        self, pipeline: str, fields: dict[str, bytes], offsets: dict[str, int], entries: dict[str, bytes]
+    ) -> None:
+        key = self.checkpoint_key(pipeline)
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.copy(key, f"{key}:prev", replace=True)  # a no-op when there is no checkpoint yet
             pipe.delete(key)
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis stubs want str/bytes unions
+            if offsets:
+                pipe.hset(self.offsets_key(pipeline), mapping=offsets)  # type: ignore[arg-type]
             if entries:
                 pipe.mset(entries)  # type: ignore[arg-type]
             pipe.execute()
+
+    @staticmethod
+    def offsets_key(pipeline: str) -> str:
+        """The Redis key of a pipeline's next offset per input partition, merged from all its checkpoints."""
+        return f"{KEY_PREFIX}:{_check_name('pipeline', pipeline)}:offsets"
+
+    def read_offsets(self, pipeline: str) -> dict[str, int]:
+        """The next offset to read per ``topic:partition`` of ``pipeline``, from whichever worker wrote it last."""
+        return {field.decode(): int(value) for field, value in self._hgetall(self.offsets_key(pipeline)).items()}
 
     def read_checkpoint(self, pipeline: str, *, previous: bool = False) -> Checkpoint | None:
         """The newest checkpoint of ``pipeline`` (or the one before it), or None if there is none."""
@@ -465,8 +486,10 @@ class StateStore:
         return fields
 
     def delete_checkpoint(self, pipeline: str) -> None:
-        """Remove the newest checkpoint of ``pipeline`` and the one before it."""
-        self._delete(self.checkpoint_key(pipeline), self.checkpoint_key(pipeline, previous=True))
+        """Remove the newest checkpoint of ``pipeline``, the one before it and its offsets."""
+        self._delete(
+            self.checkpoint_key(pipeline), self.checkpoint_key(pipeline, previous=True), self.offsets_key(pipeline)
+        )
 
 
 def _glob_escape(text: str) -> str:

@@ -4,10 +4,12 @@ Each agent takes micro-batches (``stream.take_events(batch.max, batch.within_ms)
 (bad records go to ``<pipeline>.dlq``), runs the operator on an executor thread so that fetching, heartbeats and
 producing go on, sends the outputs, then checkpoints and publishes by policy.
 
-Exactly-once learning: a checkpoint is the operator state plus the next offset of every input partition, written
-in one Redis transaction after the outputs it covers were flushed. On partition assignment the runner restores the
-newest checkpoint and seeks the consumer to its offsets; records below those offsets that still arrive (a
-re-delivery) are skipped. A worker killed at any instant therefore re-learns nothing and skips nothing.
+Exactly-once learning: a checkpoint is the operator state plus the next offset of every input partition the worker
+holds (and the per-key state changed since the last one), written in one Redis transaction after the outputs it
+covers were flushed. On partition assignment the runner seeks each partition to the offset its last checkpoint
+recorded; records below those offsets that still arrive (a re-delivery) are skipped. A worker killed at any instant
+therefore re-learns nothing and skips nothing, and when several workers share a pipeline's partitions, a partition
+that moves resumes exactly where its previous owner's last checkpoint left it.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class PipelineRunner:
         self.last_checkpoint_at = time.monotonic()
         self.last_published_learned = 0
         self.stopping = False
+        self.restored = False  # the operator took the newest checkpoint's state (first assignment only)
         self.follower: ModelFollower | None = None
         self.lags: dict[TP, int] = {}
         self.stalls: dict[TP, float] = {}
@@ -157,16 +160,54 @@ class PipelineRunner:
     # -- rebalancing ----------------------------------------------------------------------------------------------
 
     async def on_assigned(self, assigned: Iterable[TP]) -> None:
-        """Restore the newest checkpoint and seek the newly assigned input partitions to its offsets."""
+        """Take over the assigned input partitions: restore the operator on the first assignment, then seek every
+        assigned partition to the offset its last checkpoint recorded, whichever worker wrote it.
+
+        Rebalances are eager (every partition is revoked first, and :meth:`on_revoked` checkpointed it), so the
+        partitions this worker kept resume where it left them, and those it takes over from another worker resume
+        where that worker's last checkpoint left them, with the per-key state written in the same transaction.
+        """
         mine = {tp for tp in assigned if tp.topic in self.input_topics}
+        self._release((set(self.next_offsets) | self.assigned) - mine)
         self.assigned = mine
         now = time.monotonic()
         self.last_progress.update({tp: now for tp in mine})
         if not mine:
             return
-        checkpoint = self.store.read_checkpoint(self.spec.name)
         if self.keyed is not None:
-            self.keyed.forget()  # what Redis holds matches the checkpoint about to be restored
+            self.keyed.forget()  # what Redis holds matches the offsets about to be restored
+        if not self.restored:
+            self._restore_operator()
+        offsets = {parse_offset_key(k): v for k, v in self.store.read_offsets(self.spec.name).items()}
+        for tp in mine:
+            offset = offsets.get((tp.topic, tp.partition))
+            if offset is None and self.spec.input.start == "latest":  # Faust's committed offset, else the end
+                self.next_offsets.pop(tp, None)
+                self.done_offsets.pop(tp, None)
+                continue
+            # no checkpoint covers it yet: from the beginning, not from an offset Faust committed for events whose
+            # learning no checkpoint holds (a worker killed before its first checkpoint)
+            offset = offset or 0
+            self.next_offsets[tp] = self.done_offsets[tp] = offset
+            # Faust seeks to the committed offsets once the rebalance completes; EddyApp.positions (our next
+            # offsets) brings every partition back here then (pipelines/transport.py)
+            await self.app.consumer.seek(tp, offset)
+        log.info(
+            "pipeline %s: partitions %s, seeking %s",
+            self.spec.name,
+            ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(mine)),
+            {f"{tp.topic}:{tp.partition}": self.next_offsets.get(tp) for tp in sorted(mine)},
+        )
+
+    def _restore_operator(self) -> None:
+        """Load the newest checkpoint's operator state into this worker's fresh operator (once per process).
+
+        With one worker that is its own last state. With several, each keeps the operator it has through later
+        rebalances (a global model learns from the partitions each worker holds); a worker that joins starts from
+        the newest state any of them checkpointed. Offsets are per partition either way (see :meth:`on_assigned`).
+        """
+        self.restored = True
+        checkpoint = self.store.read_checkpoint(self.spec.name)
         if checkpoint is None:
             log.info("pipeline %s: no checkpoint; starting from committed offsets", self.spec.name)
             return
@@ -174,25 +215,24 @@ class PipelineRunner:
         self.counts["in"] = checkpoint.events
         self.deduper = ReplayDeduper(checkpoint.replayed)
         self.since_checkpoint = 0
-        offsets = {parse_offset_key(k): v for k, v in checkpoint.offsets.items()}
-        for tp in mine:
-            offset = offsets.get((tp.topic, tp.partition))
-            if offset is None:
-                continue
-            self.next_offsets[tp] = self.done_offsets[tp] = offset
-            await self.app.consumer.seek(tp, offset)
-        log.info(
-            "pipeline %s: restored checkpoint of %d events, seeking %s",
-            self.spec.name,
-            checkpoint.events,
-            {f"{tp.topic}:{tp.partition}": self.next_offsets.get(tp) for tp in sorted(mine)},
-        )
+        log.info("pipeline %s: restored a checkpoint of %d events", self.spec.name, checkpoint.events)
 
     async def on_revoked(self, revoked: Iterable[TP]) -> None:
-        """Checkpoint before partitions move to another worker."""
-        if any(tp.topic in self.input_topics for tp in revoked) and self.since_checkpoint:
-            async with self.lock:
+        """Checkpoint before partitions move to another worker, then stop tracking them."""
+        mine = {tp for tp in revoked if tp.topic in self.input_topics}
+        if not mine:
+            return
+        async with self.lock:
+            if self.since_checkpoint:
                 await self._checkpoint()
+            self._release(mine)
+
+    def _release(self, partitions: set[TP]) -> None:
+        """Forget partitions this worker no longer holds, so that its checkpoints never write their offsets."""
+        for tracked in (self.next_offsets, self.done_offsets, self.last_progress, self.lags, self.stalls):
+            for tp in partitions:
+                tracked.pop(tp, None)
+        self.assigned -= partitions
 
     # -- the agent ------------------------------------------------------------------------------------------------
 
@@ -218,6 +258,8 @@ class PipelineRunner:
         for event in events:
             msg = event.message
             tp = msg.tp
+            if tp not in self.assigned:
+                continue  # fetched before a rebalance moved its partition: the new owner processes it
             expected = self.next_offsets.get(tp)
             if expected is not None and msg.offset < expected:
                 self.metrics.duplicates.labels(name).inc()

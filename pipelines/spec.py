@@ -118,7 +118,11 @@ class InputSpec(_Section):
         alias="schema", description="Message schema name and version, e.g. 'event/v1' or 'interaction/v1'."
     )
     start: Literal["earliest", "latest"] = Field(
-        "earliest", description="Where to start when the pipeline has no checkpoint and no committed offsets."
+        "earliest",
+        description=(
+            "Where to start a partition that no checkpoint covers yet: 'earliest' reads it from the beginning "
+            "(every event learned exactly once); 'latest' from the consumer group's committed offset, else the end."
+        ),
     )
 
     @field_validator("topics")

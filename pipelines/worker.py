@@ -111,6 +111,7 @@ class Worker:
             )
             for spec in self.specs
         ]
+        self.app.positions = lambda: {tp: o for runner in self.runners for tp, o in runner.next_offsets.items()}
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]  # stub union
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]  # stub union
         self.assigned = asyncio.Event()

@@ -70,6 +70,28 @@ def test_checkpoint_round_trip_keeps_previous(eddy_state: StateStore) -> None:
     eddy_state.delete_checkpoint("live-ctr")
     assert eddy_state.read_checkpoint("live-ctr") is None
     assert eddy_state.read_checkpoint("live-ctr", previous=True) is None
+    assert eddy_state.read_offsets("live-ctr") == {}
+
+
+def test_offsets_merge_across_the_checkpoints_of_workers_that_share_a_pipeline(eddy_state: StateStore) -> None:
+    """Each worker's checkpoint covers its own partitions; the offsets hash holds every partition's progress."""
+
+    def covering(partitions: dict[int, int], writer: str) -> Checkpoint:
+        offsets = {offset_key("live.interactions", p): o for p, o in partitions.items()}
+        return Checkpoint(pipeline="live-ctr", state=writer.encode(), offsets=offsets, events=0, created_at=1.0)
+
+    eddy_state.write_checkpoint(covering({0: 10, 1: 11, 2: 12}, "a"))
+    eddy_state.write_checkpoint(covering({3: 30, 4: 31}, "b"))
+    eddy_state.write_checkpoint(covering({0: 15, 1: 16}, "a"))  # a kept 0 and 1; 2 went to b and is b's now
+    eddy_state.write_checkpoint(covering({2: 20, 3: 33, 4: 34}, "b"))
+    assert eddy_state.read_offsets("live-ctr") == {
+        f"live.interactions:{p}": o for p, o in enumerate([15, 16, 20, 33, 34])
+    }
+    checkpoint = eddy_state.read_checkpoint("live-ctr")
+    assert checkpoint is not None and checkpoint.state == b"b"  # the newest operator state, whoever wrote it
+    assert eddy_state.read_offsets("other") == {}
+    eddy_state.delete_checkpoint("live-ctr")
+    assert eddy_state.read_offsets("live-ctr") == {}
 
 
 def test_checkpoint_writes_per_key_entries_in_its_transaction(eddy_state: StateStore) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,14 @@ import torch
 import yaml
 
 from connectors.bus import KafkaBus
-from connectors.embedded import ServiceProcess, free_port
+from connectors.embedded import ServiceProcess
 from connectors.env_runner import EnvRunner
 from connectors.messages import Action, Observation, decode, encode
 from connectors.state import StateStore
 from pipelines.operators import AgentOperator, Record, Source
 from pipelines.serialization import dump_state, load_state
 from pipelines.spec import SpecError, load_spec, parse_spec
-from tests.pipelines.test_exactly_once import _start, _wait
+from tests.fixtures.worker_process import WorkerProcess
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "pipelines" / "examples" / "cartpole-streamq.yaml"
 
@@ -125,17 +124,15 @@ def test_sigkilled_agent_worker_resumes_with_the_parameters_of_an_uninterrupted_
     reference = AgentOperator.from_spec(parse_spec(spec))
     reference.process(records(stream))
 
-    port, log = free_port(), tmp_path / "worker.log"
-    first = _start(spec_path, env, port, log)
-    _wait(first, port, lambda s: s["learned"] >= 1000, "1000 transitions learned")
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    second = _start(spec_path, env, port, log)
+    log = tmp_path / "worker.log"
+    first = WorkerProcess(spec_path, env, log)
+    first.wait_for(lambda s: s["learned"] >= 1000, "1000 transitions learned")
+    first.kill()
+    second = WorkerProcess(spec_path, env, log)
     try:
-        _wait(second, port, lambda s: s["learned"] >= reference.learned, "every transition learned after restart")
+        second.wait_for(lambda s: s["learned"] >= reference.learned, "every transition learned after restart")
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0
+        assert second.stop() == 0
 
     checkpoint = StateStore(eddy_redis.url).read_checkpoint("cartpole-streamq")
     assert checkpoint is not None and checkpoint.offsets == {"cartpole.observations:0": len(stream)}

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 import threading
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,46 +12,16 @@ import yaml
 from river import linear_model
 
 from connectors.bus import KafkaBus
-from connectors.embedded import ServiceProcess, free_port
+from connectors.embedded import ServiceProcess
 from connectors.messages import encode
 from connectors.services import ResolvedServices
 from connectors.state import StateStore
 from pipelines.serialization import load_state
+from tests.fixtures.worker_process import WorkerProcess
 from tests.pipelines.test_runtime import events
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 TOTAL = 4000
-
-
-def _status(port: int) -> dict[str, Any] | None:
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2).read()
-    except OSError:
-        return None
-    statuses: list[dict[str, Any]] = json.loads(body)
-    return statuses[0]
-
-
-def _start(spec_path: Path, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    eddy = str(Path(sys.executable).parent / "eddy")
-    return subprocess.Popen(
-        [eddy, "run", str(spec_path), "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab")
-    )
-
-
-def _wait(proc: subprocess.Popen[bytes], port: int, condition: Any, what: str, timeout_s: float = 120) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = _status(port)
-        if status is not None and condition(status):
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"worker exited with {proc.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; last status {status}")
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("kill_after", [350, 1700, 3100])
@@ -88,7 +53,6 @@ def test_sigkill_and_restart_learns_every_event_exactly_once(
         "EDDY_SECRET": "exactly-once",
     }
     stream = events(TOTAL)
-    port = free_port()
     log = tmp_path / "worker.log"
 
     # events keep arriving while the worker runs, so the kill lands mid-stream
@@ -96,20 +60,18 @@ def test_sigkill_and_restart_learns_every_event_exactly_once(
         for start in range(0, TOTAL, 100):
             eddy_bus.produce(topic, [encode(e) for e in stream[start : start + 100]])
 
-    first = _start(spec_path, env, port, log)
+    first = WorkerProcess(spec_path, env, log)
     feeder = threading.Thread(target=feed)
     feeder.start()
-    _wait(first, port, lambda s: s["learned"] >= kill_after, f"{kill_after} events learned")
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    first.wait_for(lambda s: s["learned"] >= kill_after, f"{kill_after} events learned")
+    first.kill()
     feeder.join()
 
-    second = _start(spec_path, env, port, log)
+    second = WorkerProcess(spec_path, env, log)
     try:
-        _wait(second, port, lambda s: s["learned"] >= TOTAL, "every event learned after the restart")
+        second.wait_for(lambda s: s["learned"] >= TOTAL, "every event learned after the restart")
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0
+        assert second.stop() == 0
 
     checkpoint = StateStore(eddy_redis.url).read_checkpoint(name)
     assert checkpoint is not None
