@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench import core, drift, replay, rl_bus, streamx, tpp, tpp_pipeline
+from bench import core, drift, frames, replay, rl_bus, rolling_cache, streamx, tpp, tpp_pipeline
 
-BENCHMARKS = ("core", "replay", "rl_bus", "streamx", "drift", "tpp", "tpp_pipeline")
+BENCHMARKS = ("core", "replay", "rl_bus", "streamx", "drift", "tpp", "tpp_pipeline", "rolling_cache", "frames")
 
 
 def main() -> None:
@@ -38,6 +38,10 @@ def main() -> None:
         print(tpp.run(quick=False))
     if "tpp_pipeline" in names:
         print(tpp_pipeline.run())
+    if "rolling_cache" in names:
+        print(rolling_cache.run(quick=not args.full))
+    if "frames" in names:
+        print(frames.run(quick=False))
 
 
 if __name__ == "__main__":

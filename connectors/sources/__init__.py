@@ -1,5 +1,6 @@
 """Sources of synthetic streams with a known answer (DESIGN.md §10): no dataset downloads here."""
 
+from connectors.sources.frames import Video, frame_messages, synthetic_videos
 from connectors.sources.hawkes import (
     EventSequence,
     HawkesParams,
@@ -20,13 +21,16 @@ __all__ = [
     "EventSequence",
     "HawkesParams",
     "Period",
+    "Video",
     "compensator",
     "drifting_hawkes",
     "drifting_sea",
+    "frame_messages",
     "intensity",
     "log_likelihood",
     "random_params",
     "rescaled_times",
     "simulate",
+    "synthetic_videos",
     "to_interactions",
 ]

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported: it decides at import time
-
 import pytest
+import torch
 from triton.runtime.interpreter import InterpretedFunction
 
 import kernels.obgd as obgd
+from tests.kernels.interpreted import kernel_device
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not isinstance(obgd._obgd_trace_kernel, InterpretedFunction):
-    pytest.fail(
-        "triton was imported before TRITON_INTERPRET=1 was set (by "
-        f"{[m for m in sys.modules if m.startswith('kernels') or m.startswith('inference')]} or a doctest), so its "
-        "kernels cannot run on the CPU; run with TRITON_INTERPRET=1 in the environment",
-        pytrace=False,
-    )
+DEVICE = kernel_device(obgd._obgd_trace_kernel)
 
 
 def make_case(shapes: list[tuple[int, ...]], seed: int) -> tuple[list[torch.Tensor], ...]:

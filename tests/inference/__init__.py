@@ -1,0 +1,1 @@
+"""Tests of inference/: rolling caches, the sequence recommender, the micro-batcher, the frame operators."""
