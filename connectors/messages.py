@@ -210,6 +210,47 @@ class Frame(Message):
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
 
 
+class FrameEmbedding(Message):
+    """A frame operator's embedding of one camera frame, with where that frame came from (for joins and replays).
+
+    A similarity filter skips near-duplicate frames: then ``skipped`` is true and ``embedding`` is the one computed
+    for the camera's earlier frame ``source_seq`` (the last one the encoder ran on); otherwise ``source_seq == seq``.
+
+    >>> out = FrameEmbedding(pipeline="cams", stream="cam0", seq=8, ts=1.0, source_topic="video.frames",
+    ...                      source_partition=0, source_offset=41, embedding=[0.5, -1.0], skipped=True, source_seq=6)
+    >>> decode(encode(out), "frame-embedding/v1").source_seq
+    6
+    """
+
+    schema_name: ClassVar[str] = "frame-embedding/v1"
+    pipeline: str
+    stream: str
+    seq: int
+    ts: float = Field(description="Event time of the frame answered (so replays reproduce it).")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    embedding: list[float] = Field(min_length=1)
+    skipped: bool
+    source_seq: int = Field(description="The frame whose embedding this is: seq itself unless skipped.")
+    model_version: str | None = None
+
+    @model_validator(mode="after")
+    def _source_matches_skipped(self) -> FrameEmbedding:
+        if self.skipped and self.source_seq >= self.seq:
+            raise ValueError(
+                f"a skipped frame carries an earlier frame's embedding, so source_seq must be < seq "
+                f"(got source_seq {self.source_seq}, seq {self.seq})"
+            )
+        if not self.skipped and self.source_seq != self.seq:
+            raise ValueError(
+                f"a frame that was not skipped is its own source, so source_seq must equal seq "
+                f"(got source_seq {self.source_seq}, seq {self.seq}); set skipped=True if it reuses frame "
+                f"{self.source_seq}'s embedding"
+            )
+        return self
+
+
 class Prediction(Message):
     """An operator's answer for one input record, with where that record came from (for joins and replays)."""
 
@@ -279,6 +320,25 @@ class DeadLetter(Message):
     ts: float = Field(default_factory=time.time)
 
 
+class Room(Message):
+    """A live room starting or ending, as ``live.rooms`` carries it (one KuaiLive ``room.csv`` row makes two).
+
+    Only rooms live at a request can be recommended, so consumers keep the live set from these events. A start does
+    not say when the room will end (a replay would leak the future); the end arrives as its own event.
+
+    >>> decode(b'{"room": "7", "streamer": "3", "ts": 5.0, "kind": "start", "category": "shop"}', "room/v1").kind
+    'start'
+    """
+
+    schema_name: ClassVar[str] = "room/v1"
+    room: str
+    streamer: str
+    ts: float = Field(default_factory=time.time)
+    kind: Literal["start", "end"]
+    category: str | None = None
+    context: dict[str, Scalar] = Field(default_factory=dict)
+
+
 SCHEMAS: dict[str, type[Message]] = {
     cls.schema_name: cls
     for cls in (
@@ -288,11 +348,13 @@ SCHEMAS: dict[str, type[Message]] = {
         Reward,
         Interaction,
         Frame,
+        FrameEmbedding,
         Prediction,
         NextEventPrediction,
         Allocation,
         ModelUpdate,
         DeadLetter,
+        Room,
     )
 }
 """Every message class by its schema name."""

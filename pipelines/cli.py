@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -20,7 +21,7 @@ from rich.text import Text
 
 from connectors.bus import BusError, KafkaBus
 from connectors.embedded import SERVICE_KINDS, EmbeddedServiceError, stop_recorded
-from connectors.messages import ModelUpdate
+from connectors.messages import ModelUpdate, encode
 from connectors.recording import parse_time
 from connectors.registry import ModelRegistry, RegistryError
 from connectors.replay import parse_topic_map, plan_replay, record_topics, replay_plan
@@ -173,6 +174,41 @@ def cmd_produce(args: argparse.Namespace, settings: Settings, console: Console) 
         sent = bus.produce(args.topic, values, keys)
     console.print(f"produced {sent} messages to {args.topic}", highlight=False)
     return 0
+
+
+def cmd_frames(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Publish synthetic video (static and moving segments per camera) as frame/v1 messages keyed by camera."""
+    from connectors.sources import frame_messages, synthetic_videos
+
+    if not args.rate > 0:
+        raise ValueError(f"--rate must be > 0 frames per second per camera (got {args.rate})")
+    videos = synthetic_videos(args.cameras, args.frames, args.seed, height=args.height, width=args.width)
+    total = sum(len(video) for video in videos)
+    with running_services(settings) as services, _stop_on_interrupt() as stop:
+        bus = KafkaBus(services.broker_url)
+        bus.partitions(args.topic)
+        producer = bus.producer()
+        started, futures = time.monotonic(), []
+        columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        try:
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task("frames", total=total)
+                for frame in frame_messages(videos, fps=args.rate, t0=time.time()):
+                    ahead = frame.seq / args.rate - (time.monotonic() - started)
+                    if stop.is_set() or (not args.max_speed and ahead > 0 and stop.wait(ahead)):
+                        break
+                    futures.append(producer.send(args.topic, key=frame.stream.encode(), value=encode(frame)))
+                    bar.update(task, completed=len(futures))
+            producer.flush()
+            for future in futures:
+                future.get(timeout=30)  # raises what the broker refused
+        finally:
+            producer.close()
+    shape = f"{args.height}x{args.width}x3"
+    console.print(
+        f"produced {len(futures)} of {total} frames ({args.cameras} cameras, {shape}) to {args.topic}", highlight=False
+    )
+    return 130 if stop.is_set() else 0
 
 
 def cmd_consume(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -363,6 +399,24 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("topic", metavar="TOPIC")
     produce.add_argument("file", nargs="?", default=None, help="JSONL file (default: stdin)")
     produce.add_argument("--key", metavar="FIELD", help="use this field of each record as the message key")
+
+    frames = add(
+        "frames", cmd_frames, "publish synthetic video (static and moving segments) as frame/v1, keyed by camera"
+    )
+    frames.add_argument("topic", metavar="TOPIC")
+    frames.add_argument("--cameras", type=int, default=4, help="cameras cam0, cam1, ... (default 4)")
+    frames.add_argument("--frames", type=int, default=250, help="frames per camera (default 250)")
+    frames.add_argument("--height", type=int, default=64, help="frame height in pixels (default 64)")
+    frames.add_argument("--width", type=int, default=64, help="frame width in pixels (default 64)")
+    frames.add_argument("--seed", type=int, default=0, help="seed of the videos (default 0)")
+    frames.add_argument(
+        "--rate", type=float, default=25.0, metavar="FPS", help="frames per second per camera (default 25)"
+    )
+    frames.add_argument("--max-speed", action="store_true", help="no pacing: as fast as the broker takes them")
+    frames.epilog = (
+        "The videos are made in memory first (cameras * frames * height * width * 3 bytes). Frame timestamps are "
+        "now + seq / FPS either way; Ctrl-C stops between two frames."
+    )
 
     consume = add("consume", cmd_consume, "print messages of a topic")
     consume.add_argument("topic", metavar="TOPIC")

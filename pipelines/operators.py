@@ -1,6 +1,6 @@
 """Operator adapters: what a pipeline runs on each micro-batch, independent of Kafka and Faust.
 
-An operator takes decoded :class:`Record` s and returns :class:`Output` s. Three adapters cover the modes of a
+An operator takes decoded :class:`Record` s and returns :class:`Output` s. One adapter per mode of a
 pipeline spec:
 
 - :class:`LearnerOperator` (``mode: learn``) hosts any River-compatible learner (``predict_one``/``learn_one``)
@@ -11,6 +11,8 @@ pipeline spec:
   learns from each transition and answers each observation with an ``action/v1``.
 - :class:`~pipelines.sequence_operator.SequenceOperator` (``mode: sequence``) predicts each user's next interaction
   with a temporal point process and trains it from the stream.
+- :class:`~pipelines.frames_operator.FramesOperator` (``mode: frames``) embeds each camera's frames with a streaming
+  convolutional encoder behind a similarity filter, one encoder step across the cameras of a batch.
 
 Operators are plain synchronous objects: the runtime calls them from one executor thread per pipeline.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.messages import Action, Event, Message, Observation, Prediction, encode
+from pipelines.frames_operator import FramesOperator
 from pipelines.records import BatchResult, Features, Operator, Output, Record, RecordRejected, Rejection, Source
 from pipelines.scoring import Scoreboard
 from pipelines.sequence_operator import SequenceOperator
@@ -31,6 +34,7 @@ from pipelines.spec import PipelineSpec, resolve_operator
 __all__ = [
     "AgentOperator",
     "BatchResult",
+    "FramesOperator",
     "LearnerOperator",
     "Operator",
     "Output",
@@ -353,6 +357,7 @@ OPERATOR_MODES: dict[str, Callable[[PipelineSpec], Operator]] = {
     "relay": RelayOperator.from_spec,
     "agent": AgentOperator.from_spec,
     "sequence": SequenceOperator.from_spec,
+    "frames": FramesOperator.from_spec,
 }
 
 

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "BatchSpec",
     "CheckpointSpec",
+    "FramesSpec",
     "InputSpec",
     "LimitsSpec",
     "MonitorSpec",
@@ -46,6 +47,7 @@ __all__ = [
     "load_spec",
     "load_specs",
     "parse_spec",
+    "primary_output",
     "resolve_operator",
     "spec_json_schema",
 ]
@@ -65,7 +67,10 @@ LABEL_SCHEMA = "event/v1"  # the schema whose records carry their label in Event
 AGENT_SCHEMA = "observation/v1"
 SEQUENCE_SCHEMA = "interaction/v1"
 INTERACTION_KINDS = ("impression", "click", "like", "comment", "gift", "follow", "leave")  # Interaction.kind
-Mode = Literal["learn", "serve", "relay", "agent", "sequence"]
+FRAMES_SCHEMA = "frame/v1"
+FRAMES_ENCODER = "inference.frame_encoder:StreamingConvEncoder"  # operator.use of mode frames when left out
+Mode = Literal["learn", "serve", "relay", "agent", "sequence", "frames"]
+PRIMARY_OUTPUTS: dict[str, str] = {"frames": "embeddings"}  # every other mode: "predictions"
 Detector = Literal["adwin", "page_hinkley", "kswin", "ddm", "none"]
 Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
 
@@ -104,6 +109,11 @@ def _check_alias(alias: str) -> str:
             f"must be an MLflow alias: letters, digits, '_' and '-', not 'latest' or 'v<number>' (got {_show(alias)})"
         )
     return alias
+
+
+def primary_output(mode: str) -> str:
+    """The output name a mode writes its answer for each record to: 'embeddings' for frames, else 'predictions'."""
+    return PRIMARY_OUTPUTS.get(mode, "predictions")
 
 
 class _Section(BaseModel):
@@ -151,8 +161,9 @@ class OperatorSpec(_Section):
 
     use: str | None = Field(
         None,
-        description="The learner or model to host, as 'package.module:Attr'. Required for mode learn; "
-        "informational for serve (the model comes from the registry); unused by relay.",
+        description="The learner or model to host, as 'package.module:Attr'. Required for modes learn, agent and "
+        f"sequence; informational for serve (the model comes from the registry); unused by relay; for frames, the "
+        f"encoder (default {FRAMES_ENCODER}).",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the operator.")
     target: str | None = Field(
@@ -165,7 +176,8 @@ class OperatorSpec(_Section):
         description="learn: prequential predict, score, learn; serve: predict with the model a registry alias "
         "points to; relay: pass records through unchanged (benchmarks); agent: a streaming RL agent per env on "
         "observation/v1, actions to the primary output; sequence: next-event prediction per user on "
-        "interaction/v1 with a temporal point process trained from the stream.",
+        "interaction/v1 with a temporal point process trained from the stream; frames: per-camera frame embeddings on "
+        "frame/v1 (a streaming convolutional encoder behind a similarity filter), batched across cameras.",
     )
 
     @field_validator("use")
@@ -270,6 +282,50 @@ class SequenceSpec(_Section):
         return kinds
 
 
+class FramesSpec(_Section):
+    """mode frames: the frames every camera sends, the similarity filter in front of the encoder, and how many
+    cameras keep per-camera state (cached activations, filter reference frame, last embedding) at once."""
+
+    height: int = Field(64, ge=1, le=4096, description="Frame height in pixels; other frames go to the dead letters.")
+    width: int = Field(64, ge=1, le=4096, description="Frame width in pixels; other frames go to the dead letters.")
+    channels: int = Field(
+        3, ge=1, le=64, description="Channels per pixel (3 for RGB); the encoder is built with as many in_channels."
+    )
+    threshold: float | None = Field(
+        0.98,
+        description="The similarity filter's threshold: a frame this similar (cosine) to its camera's last encoded "
+        "one or more may be skipped and reuse that embedding. null encodes every frame.",
+    )
+    max_skips: int = Field(10, ge=0, description="Most frames skipped in a row per camera (0 skips none).")
+    max_cameras: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Cameras with state at once; one more evicts the least recently seen, which starts cold when "
+        "it comes back. Memory per camera is about height * width * channels bytes plus the encoder's cache.",
+    )
+    seed: int = Field(
+        0, ge=0, description="Seed of the filter's draws (a frame's fate is a hash of seed, camera, seq)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the encoder and the per-camera state live: auto picks cuda when there is a GPU."
+    )
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, threshold: float | None) -> float | None:
+        if threshold is not None and not 0.0 <= threshold < 1.0:
+            raise ValueError(
+                f"must be in [0, 1), e.g. 0.98 (StreamDiffusion's), or null to encode every frame (got {threshold})"
+            )
+        return threshold
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """``(height, width, channels)``, as ``Frame.shape`` must be."""
+        return (self.height, self.width, self.channels)
+
+
 class LimitsSpec(_Section):
     """Guards against bad input."""
 
@@ -293,22 +349,32 @@ class PipelineSpec(_Section):
     outputs: dict[str, str] = Field(
         default_factory=dict,
         description="Output name -> topic. 'predictions' is the primary output (relay writes its records there, "
-        "an agent its actions). Default: {predictions: '<name>.predictions'}.",
+        "an agent its actions); in mode frames it is 'embeddings'. Default: {predictions: '<name>.predictions'} "
+        "(frames: {embeddings: '<name>.embeddings'}).",
     )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     registry: RegistrySpec | None = None
     monitor: MonitorSpec | None = None
     sequence: SequenceSpec | None = Field(None, description="mode sequence only (defaults apply when left out).")
+    frames: FramesSpec | None = Field(None, description="mode frames only (defaults apply when left out).")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @model_validator(mode="before")
     @classmethod
-    def _default_outputs(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and data.get("outputs") is None:
+    def _defaults(cls, data: Any) -> Any:
+        """The primary output's topic when no outputs are given, and mode frames' default encoder."""
+        if not isinstance(data, Mapping):
+            return data
+        operator = data.get("operator")
+        mode = operator.get("mode") if isinstance(operator, Mapping) else None
+        if data.get("outputs") is None:
             name = data.get("name")
             valid = isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None
+            primary = primary_output(mode) if isinstance(mode, str) else "predictions"
             # an invalid name is reported once, under 'name', not again through the topic derived from it
-            return {**data, "outputs": {"predictions": f"{name if valid else 'unnamed'}.predictions"}}
+            data = {**data, "outputs": {primary: f"{name if valid else 'unnamed'}.{primary}"}}
+        if mode == "frames" and isinstance(operator, Mapping) and operator.get("use") is None:
+            data = {**data, "operator": {**operator, "use": FRAMES_ENCODER}}
         return data
 
     @field_validator("name")
@@ -325,11 +391,15 @@ class PipelineSpec(_Section):
 
     @field_validator("outputs")
     @classmethod
-    def _outputs(cls, outputs: dict[str, str]) -> dict[str, str]:
-        if "predictions" not in outputs:
+    def _outputs(cls, outputs: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        operator = info.data.get("operator")  # absent when invalid: its own error says so, and the mode is unknown
+        mode = operator.mode if isinstance(operator, OperatorSpec) else None
+        primary = primary_output(mode) if mode is not None else None
+        if primary is not None and primary not in outputs:
+            article = "an" if primary[0] in "aeiou" else "a"
             raise ValueError(
-                f"must name a 'predictions' topic, the primary output (got {_show(outputs)}); "
-                "e.g. outputs: {predictions: my-pipeline.predictions}"
+                f"must name {article} {primary!r} topic, the primary output of mode {mode!r} (got {_show(outputs)}); "
+                f"e.g. outputs: {{{primary}: my-pipeline.{primary}}}"
             )
         for key, topic in outputs.items():
             if not re.fullmatch(OUTPUT_PATTERN, key):
@@ -391,6 +461,10 @@ class PipelineSpec(_Section):
             problems.append("operator.params.n_types is set by mode 'sequence' from sequence.kinds; remove it")
         if mode != "sequence" and self.sequence is not None:
             problems.append(f"sequence is only used in mode 'sequence' (got mode {mode!r}); remove it")
+        if mode == "frames":
+            problems.extend(self._frames_problems())
+        if mode != "frames" and self.frames is not None:
+            problems.append(f"frames is only used in mode 'frames' (got mode {mode!r}); remove it")
         if mode == "relay" and registry is not None:
             problems.append("registry is not used in mode 'relay'; remove it")
         if mode == "relay" and self.monitor is not None:
@@ -405,6 +479,34 @@ class PipelineSpec(_Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _frames_problems(self) -> list[str]:
+        problems: list[str] = []
+        frames = self.frames or FramesSpec()
+        if self.input.schema_name != FRAMES_SCHEMA:
+            problems.append(
+                f"mode 'frames' reads {FRAMES_SCHEMA} (got input.schema {self.input.schema_name!r}); "
+                "point it at a cameras' frames topic (eddy frames TOPIC publishes synthetic ones)"
+            )
+        if "in_channels" in self.operator.params:
+            problems.append("operator.params.in_channels is set by mode 'frames' from frames.channels; remove it")
+        if self.operator.target is not None:
+            problems.append("operator.target is not used in mode 'frames' (frames carry no label); remove it")
+        if self.registry is not None or self.monitor is not None:
+            problems.append("registry and monitor are not used in mode 'frames'; remove them")
+        pixel_bytes = frames.height * frames.width * frames.channels
+        if pixel_bytes > self.limits.max_message_bytes:
+            problems.append(
+                f"frames of {frames.height}x{frames.width}x{frames.channels} hold {pixel_bytes} bytes, more than "
+                f"limits.max_message_bytes {self.limits.max_message_bytes}, so every frame would be a dead letter; "
+                f"raise limits.max_message_bytes above {pixel_bytes}"
+            )
+        return problems
+
+    @property
+    def primary_output(self) -> str:
+        """The output each record's answer goes to (see :func:`primary_output`)."""
+        return primary_output(self.operator.mode)
 
     @property
     def dlq_topic(self) -> str:

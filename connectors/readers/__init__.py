@@ -41,6 +41,7 @@ from connectors.readers.easytpp import (
     write_easytpp_pickle,
 )
 from connectors.readers.events import to_event, to_events
+from connectors.readers.kuailive import KuaiLiveData, read_kuailive
 from connectors.readers.presets import (
     AIRLINES,
     COVTYPE,
@@ -70,6 +71,7 @@ __all__ = [
     "CsvReader",
     "EasyTPPData",
     "HeaderMismatchError",
+    "KuaiLiveData",
     "OnError",
     "Preset",
     "ReadError",
@@ -84,6 +86,7 @@ __all__ = [
     "read_csv",
     "read_easytpp",
     "read_elec2",
+    "read_kuailive",
     "read_preset",
     "to_event",
     "to_events",

@@ -14,13 +14,41 @@ from connectors.sources.hawkes import (
     simulate,
     to_interactions,
 )
+from connectors.sources.live_platform import (
+    ACTIVITY_GROUPS,
+    ActivityGroup,
+    CategoryTrend,
+    LivePlatform,
+    LivePlatformConfig,
+    LivePlatformLog,
+    RequestState,
+    StreamerOffline,
+    Threshold,
+)
+from connectors.sources.live_platform_logs import KuaiLiveLogs, KuaiLiveTable, LiveMessage, write_kuailive
+from connectors.sources.live_platform_optimal import AllocationMDP, PolicyValue, TabularPolicy
 from connectors.sources.sea import SEA_VARIANTS, drifting_sea
 
 __all__ = [
+    "ACTIVITY_GROUPS",
     "SEA_VARIANTS",
+    "ActivityGroup",
+    "AllocationMDP",
+    "CategoryTrend",
     "EventSequence",
     "HawkesParams",
+    "KuaiLiveLogs",
+    "KuaiLiveTable",
+    "LiveMessage",
+    "LivePlatform",
+    "LivePlatformConfig",
+    "LivePlatformLog",
     "Period",
+    "PolicyValue",
+    "RequestState",
+    "StreamerOffline",
+    "TabularPolicy",
+    "Threshold",
     "Video",
     "compensator",
     "drifting_hawkes",
@@ -33,4 +61,5 @@ __all__ = [
     "simulate",
     "synthetic_videos",
     "to_interactions",
+    "write_kuailive",
 ]

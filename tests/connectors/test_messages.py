@@ -22,6 +22,7 @@ from connectors.messages import (
     DecodeError,
     Event,
     Frame,
+    FrameEmbedding,
     Interaction,
     Message,
     ModelUpdate,
@@ -29,6 +30,7 @@ from connectors.messages import (
     Observation,
     Prediction,
     Reward,
+    Room,
     UnknownSchemaError,
     decode,
     encode,
@@ -48,6 +50,19 @@ EXAMPLES: list[Message] = [
     Interaction(user="u1", streamer="s9", room="r3", kind="gift", value=5, context={"device": "ios", "hour": 21}),
     Interaction(user="u2", streamer="s9", kind="leave"),
     Frame.from_numpy("cam0", 3, np.arange(12, dtype=np.float32).reshape(3, 4), ts=9.0),
+    FrameEmbedding(
+        pipeline="cams",
+        stream="cam0",
+        seq=3,
+        ts=9.0,
+        source_topic="video.frames",
+        source_partition=1,
+        source_offset=17,
+        embedding=[0.25, -1.5, 3e-8],
+        skipped=False,
+        source_seq=3,
+        model_version="1",
+    ),
     Prediction(
         pipeline="ctr",
         key="u1",
@@ -84,6 +99,7 @@ EXAMPLES: list[Message] = [
         key_b64=None,
         raw_b64="e30=",
     ),
+    Room(room="7336601", streamer="252634", ts=1748131180.878, kind="start", category="shop", context={"live_type": 1}),
 ]
 
 
@@ -386,3 +402,56 @@ def test_a_message_mutated_to_hold_nan_cannot_be_encoded(bad: float) -> None:
 def test_the_base_message_cannot_be_encoded() -> None:
     with pytest.raises(ValueError, match="no schema_name"):
         encode(Message())
+
+
+# -- frame embeddings ------------------------------------------------------------------------------------------------
+
+
+def frame_embedding(**changes: Any) -> FrameEmbedding:
+    fields: dict[str, Any] = {
+        "pipeline": "cams",
+        "stream": "cam0",
+        "seq": 8,
+        "ts": 1.0,
+        "source_topic": "video.frames",
+        "source_partition": 0,
+        "source_offset": 41,
+        "embedding": [0.5, -1.0],
+        "skipped": True,
+        "source_seq": 6,
+    }
+    return FrameEmbedding(**(fields | changes))
+
+
+def test_a_skipped_frame_embedding_round_trips_with_its_source() -> None:
+    skipped = frame_embedding()
+    back = decode(encode(skipped), "frame-embedding/v1")
+    assert isinstance(back, FrameEmbedding)
+    assert (back.skipped, back.seq, back.source_seq, back.embedding) == (True, 8, 6, [0.5, -1.0])
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"skipped": True, "source_seq": 8}, r"source_seq must be < seq \(got source_seq 8, seq 8\)"),
+        ({"skipped": False, "source_seq": 6}, r"source_seq must equal seq \(got source_seq 6, seq 8\); set skipped"),
+        ({"embedding": []}, "at least 1 item"),
+    ],
+    ids=["skipped-from-itself", "not-skipped-from-another", "empty"],
+)
+def test_frame_embeddings_say_what_is_inconsistent(changes: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        frame_embedding(**changes)
+
+
+@pytest.mark.parametrize("bad", NON_FINITE, ids=str)
+def test_frame_embeddings_refuse_non_finite_values(bad: float) -> None:
+    with pytest.raises(ValidationError, match="finite"):
+        frame_embedding(embedding=[0.0, bad])
+
+
+def test_a_frame_embedding_record_holding_nan_is_refused_as_non_finite() -> None:
+    raw = encode(frame_embedding()).replace(b"[0.5,", b"[NaN,")
+    with pytest.raises(DecodeError) as info:
+        decode(raw, "frame-embedding/v1")
+    assert info.value.reason == "non_finite"

@@ -13,6 +13,7 @@ import pytest
 
 from connectors.bus import KafkaBus
 from connectors.embedded import ServiceProcess, free_port, pid_alive
+from connectors.messages import Frame, decode
 from connectors.registry import ModelRegistry
 from pipelines.cli import build_parser, main
 from pipelines.serialization import dump_state, project_secret
@@ -189,3 +190,30 @@ def test_ctrl_c_in_a_terminal_stops_the_demo_cleanly(tmp_path: Path) -> None:
         demo.kill()
     assert demo.returncode == 0, err[-3000:]
     assert "stopped:" in err and "ECONNREFUSED" not in err and "Unable connect" not in err
+
+
+def test_frames_publishes_synthetic_video_keyed_by_camera(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["topics", "create", "cli.frames", "--partitions", "2"]) == 0
+    capsys.readouterr()
+    args = ["frames", "cli.frames", "--cameras", "3", "--frames", "4", "--height", "16", "--width", "12"]
+    assert main([*args, "--max-speed"]) == 0
+    assert "produced 12 of 12 frames (3 cameras, 16x12x3) to cli.frames" in capsys.readouterr().err
+    records = KafkaBus(env["EDDY_BROKER"]).read("cli.frames", 12, timeout_s=10)
+    frames = [(r.key, decode(r.value, "frame/v1"), r.partition) for r in records]
+    assert all(isinstance(frame, Frame) and key == frame.stream.encode() for key, frame, _ in frames)
+    by_camera: dict[str, list[int]] = {}
+    for _, frame, _ in sorted(frames, key=lambda f: f[1].ts):
+        assert isinstance(frame, Frame) and frame.to_numpy().shape == (16, 12, 3)
+        by_camera.setdefault(frame.stream, []).append(frame.seq)
+    assert by_camera == {"cam0": [0, 1, 2, 3], "cam1": [0, 1, 2, 3], "cam2": [0, 1, 2, 3]}
+    assert all(
+        len({p for _, f, p in frames if f.stream == camera}) == 1 for camera in by_camera
+    )  # one camera, one partition
+    assert main(["frames", "cli.frames", "--cameras", "1", "--frames", "2", "--rate", "200"]) == 0  # paced
+    assert "produced 2 of 2 frames" in capsys.readouterr().err
+    assert main(["frames", "cli.frames", "--rate", "0"]) == 2
+    assert "--rate must be > 0" in capsys.readouterr().err
+    assert main(["frames", "cli.no-such-topic", "--frames", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -69,7 +69,7 @@ def test_every_example_loads_and_says_what_it_is(path: Path) -> None:
 
 
 def test_examples_load_together() -> None:
-    names = ["cartpole-streamq", "demo", "demo-serve", "interactions-tpp", "relay"]
+    names = ["cameras-frames", "cartpole-streamq", "demo", "demo-serve", "interactions-tpp", "relay"]
     assert [s.name for s in load_specs([EXAMPLES])] == names
 
 
@@ -159,7 +159,7 @@ INVALID = [
     ({"operator.use": ...}, "operator.use is required for mode 'learn'"),
     (
         {"operator.mode": "train"},
-        "operator.mode must be one of 'learn', 'serve', 'relay', 'agent' or 'sequence' (got 'train')",
+        "operator.mode must be one of 'learn', 'serve', 'relay', 'agent', 'sequence' or 'frames' (got 'train')",
     ),
     ({"operator.parms": {"a": 1}}, "unknown field 'operator.parms' (did you mean 'params'?)"),
     ({"ouputs": {"predictions": "x"}}, "unknown field 'ouputs' (did you mean 'outputs'?)"),
@@ -304,13 +304,21 @@ def test_json_schema_is_json_with_the_spec_fields() -> None:
         "registry",
         "monitor",
         "sequence",
+        "frames",
         "limits",
     }
     assert set(schema["required"]) == {"name", "input", "operator"}
     assert schema["additionalProperties"] is False
     defs = schema["$defs"]
     assert set(defs["InputSpec"]["properties"]) == {"topics", "schema", "start"}
-    assert defs["OperatorSpec"]["properties"]["mode"]["enum"] == ["learn", "serve", "relay", "agent", "sequence"]
+    assert defs["OperatorSpec"]["properties"]["mode"]["enum"] == [
+        "learn",
+        "serve",
+        "relay",
+        "agent",
+        "sequence",
+        "frames",
+    ]
     assert defs["BatchSpec"]["properties"]["max"]["minimum"] == 1
 
 
