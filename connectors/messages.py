@@ -339,6 +339,39 @@ class Room(Message):
     context: dict[str, Scalar] = Field(default_factory=dict)
 
 
+class Recommendation(Message):
+    """A recommend pipeline's top-k streamers for one user, made when one of their interactions arrived.
+
+    ``items`` are streamer ids, best first, each with its score in ``scores`` (same length; a dot product, higher is
+    better); only streamers live at ``ts`` are among them.
+
+    >>> Recommendation(pipeline="p", user="7", ts=1.0, source_topic="t", source_partition=0, source_offset=3,
+    ...                items=["4", "9"], scores=[0.5, 0.25], candidates=5).items
+    ['4', '9']
+    """
+
+    schema_name: ClassVar[str] = "recommendation/v1"
+    pipeline: str
+    user: str
+    ts: float = Field(description="Event time of the interaction answered (so replays reproduce it).")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    items: list[str] = Field(description="Recommended streamer ids, best first.")
+    scores: list[float] = Field(description="The score of each item, in the same order.")
+    candidates: int = Field(0, ge=0, description="Live streamers the model could score at ts.")
+    model_version: str | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Recommendation:
+        if len(self.items) != len(self.scores):
+            raise ValueError(
+                f"items and scores must have the same length (got {len(self.items)} items and {len(self.scores)} "
+                "scores)"
+            )
+        return self
+
+
 SCHEMAS: dict[str, type[Message]] = {
     cls.schema_name: cls
     for cls in (
@@ -355,6 +388,7 @@ SCHEMAS: dict[str, type[Message]] = {
         ModelUpdate,
         DeadLetter,
         Room,
+        Recommendation,
     )
 }
 """Every message class by its schema name."""

@@ -326,6 +326,13 @@ class SequenceRecommender:
     ) -> Recommendations:
         """Append ``items[i]`` to stream ``keys[i]`` (distinct keys, at most ``cache`` slots of them) and return the
         top ``k`` of ``candidates`` (default: every id) for each stream."""
+        hidden, evicted = self.advance(keys, items)
+        scores, top = self.model.top_k(hidden, k, candidates)
+        return Recommendations(top, scores, evicted)
+
+    def advance(self, keys: Sequence[Hashable], items: Sequence[int]) -> tuple[torch.Tensor, list[Hashable]]:
+        """Append ``items[i]`` to stream ``keys[i]`` (as :meth:`step`) and return the hidden states ``[batch, dim]``
+        and the evicted streams, for callers that score each stream against candidates of its own."""
         if len(keys) != len(items):
             raise ValueError(f"SequenceRecommender.step: got {len(keys)} keys but {len(items)} items; pass one each")
         assignments = self.cache.assign(keys)
@@ -337,5 +344,4 @@ class SequenceRecommender:
         device = self.cache.data.device
         slots = torch.tensor([a.slot for a in assignments], device=device)
         hidden = self.model.decode(self.cache, slots, torch.tensor(list(items), device=device))
-        scores, top = self.model.top_k(hidden, k, candidates)
-        return Recommendations(top, scores, [a.evicted for a in assignments if a.evicted is not None])
+        return hidden, [a.evicted for a in assignments if a.evicted is not None]

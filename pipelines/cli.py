@@ -336,6 +336,53 @@ def cmd_models(args: argparse.Namespace, settings: Settings, console: Console) -
     return 0
 
 
+def cmd_recommender(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Train the streamer recommender on KuaiLive logs or a simulator run, publish it and announce the alias."""
+    from connectors.readers import read_kuailive
+    from connectors.sources.live_platform import LivePlatform, LivePlatformConfig, always
+    from pipelines.recommender_training import publish_recommender, train_recommender, user_sequences
+
+    if args.logs is not None:
+        logs = read_kuailive(args.logs).logs
+        source = str(args.logs)
+    else:
+        config = LivePlatformConfig(users=args.users, streamers=args.streamers, hours=args.hours)
+        logs = LivePlatform(config, seed=args.simulate).run(always).kuailive
+        source = f"simulator seed {args.simulate} ({args.users} users, {args.streamers} streamers, {args.hours:g} h)"
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+    sequences = user_sequences(logs, kinds)
+    console.print(f"{len(sequences)} users from {source}", highlight=False)
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"))
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("train", total=args.steps, loss=float("nan"))
+        trained = train_recommender(
+            sequences,
+            kinds=kinds,
+            dim=args.dim,
+            layers=args.layers,
+            heads=args.heads,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            length=args.length,
+            min_count=args.min_count,
+            k=args.k,
+            seed=args.seed,
+            on_step=lambda step, loss: bar.update(task, completed=step + 1, loss=loss),
+        )
+    registry = ModelRegistry.from_settings(settings)
+    info, update = publish_recommender(
+        registry, args.model, trained, project_secret(settings.secret, settings.home), alias=args.alias
+    )
+    if update is not None:
+        with running_services(settings) as services:
+            announce(KafkaBus(services.broker_url), update)
+    metrics = ", ".join(f"{name} {value:.4g}" for name, value in trained.metrics.items())
+    console.print(f"models:/{info.model}/{info.version} ({metrics})", highlight=False)
+    print(info.model_dump_json())
+    return 0
+
+
 TIME_HELP = (
     "TIME is 'now', a relative time ('-10m' ago, '+30s' ahead; units ms s m h d), an ISO-8601 date-time "
     "('2026-11-24T10:00:00Z'), or epoch milliseconds."
@@ -475,6 +522,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("model")
     rollback.add_argument("--alias", default="champion")
+
+    recommender = add("recommender", cmd_recommender, "train the streamer recommender of mode recommend")
+    recommender_sub = recommender.add_subparsers(dest="recommender_command", required=True, metavar="ACTION")
+    train = recommender_sub.add_parser(
+        "train",
+        help="train on KuaiLive logs or a simulator run and publish a version",
+        description="train on KuaiLive logs or a simulator run and publish a version",
+    )
+    data = train.add_mutually_exclusive_group(required=True)
+    data.add_argument("--logs", metavar="PATH", help="KuaiLive folder or .zip")
+    data.add_argument("--simulate", type=int, metavar="SEED", help="simulate a live platform with this seed")
+    train.add_argument("--users", type=int, default=200, help="simulated users (default 200)")
+    train.add_argument("--streamers", type=int, default=40, help="simulated streamers (default 40)")
+    train.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
+    train.add_argument("--model", required=True, help="registered model name to publish to")
+    train.add_argument("--alias", default="champion", help="alias the version gets (default champion)")
+    train.add_argument(
+        "--kinds", default="click,comment,like,gift,follow", help="interaction kinds that make the sequences"
+    )
+    train.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    train.add_argument("--dim", type=int, default=32, help="model width (default 32)")
+    train.add_argument("--layers", type=int, default=2, help="transformer blocks (default 2)")
+    train.add_argument("--heads", type=int, default=2, help="attention heads (default 2)")
+    train.add_argument("--length", type=int, default=32, help="tokens per training window (default 32)")
+    train.add_argument("--batch-size", type=int, default=32, help="windows per step (default 32)")
+    train.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 0.003)")
+    train.add_argument("--min-count", type=int, default=1, help="interactions a streamer needs to get a token")
+    train.add_argument("--k", type=int, default=10, help="k of the held-out hit-rate@k (default 10)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default 0)")
+    train.epilog = (
+        "The simulator runs with a policy that always inserts the live card. Prints the new version as JSON; "
+        "recommend pipelines following the alias swap to it."
+    )
     return parser
 
 

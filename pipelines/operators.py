@@ -13,6 +13,8 @@ pipeline spec:
   with a temporal point process and trains it from the stream.
 - :class:`~pipelines.frames_operator.FramesOperator` (``mode: frames``) embeds each camera's frames with a streaming
   convolutional encoder behind a similarity filter, one encoder step across the cameras of a batch.
+- :class:`~pipelines.recommend_operator.RecommendOperator` (``mode: recommend``) answers each interaction with the
+  top-k live streamers from a sequence transformer the registry alias points to, one cached decode step per user.
 
 Operators are plain synchronous objects: the runtime calls them from one executor thread per pipeline.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 from connectors.messages import Action, Event, Message, Observation, Prediction, encode
 from pipelines.frames_operator import FramesOperator
+from pipelines.recommend_operator import RecommendOperator
 from pipelines.records import BatchResult, Features, Operator, Output, Record, RecordRejected, Rejection, Source
 from pipelines.scoring import Scoreboard
 from pipelines.sequence_operator import SequenceOperator
@@ -38,6 +41,7 @@ __all__ = [
     "LearnerOperator",
     "Operator",
     "Output",
+    "RecommendOperator",
     "Record",
     "RecordRejected",
     "Rejection",
@@ -358,6 +362,7 @@ OPERATOR_MODES: dict[str, Callable[[PipelineSpec], Operator]] = {
     "agent": AgentOperator.from_spec,
     "sequence": SequenceOperator.from_spec,
     "frames": FramesOperator.from_spec,
+    "recommend": RecommendOperator.from_spec,
 }
 
 

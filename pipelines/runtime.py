@@ -38,6 +38,7 @@ from pipelines.metrics import WorkerMetrics
 from pipelines.operators import (
     LearnerOperator,
     Output,
+    RecommendOperator,
     Record,
     RecordRejected,
     Rejection,
@@ -51,6 +52,7 @@ from pipelines.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 PUBLISHING = (LearnerOperator, SequenceOperator)  # operators that learn and publish versions by policy
+FOLLOWING = (ServingOperator, RecommendOperator)  # operators that serve the version a registry alias points to
 LATENCY_WINDOW = 2048  # recent event-to-output latencies kept for the dashboard's p99
 
 
@@ -122,7 +124,7 @@ class PipelineRunner:
         self.deduper = ReplayDeduper()
         topic = app.topic(*spec.input.topics, value_serializer="raw", key_serializer="raw")
         app.agent(topic, name=f"eddy.{spec.name}")(self._agent)
-        if isinstance(self.operator, ServingOperator):
+        if isinstance(self.operator, FOLLOWING):
             self.follower = self._make_follower()
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
@@ -130,7 +132,9 @@ class PipelineRunner:
     def _make_follower(self) -> ModelFollower:
         registry_spec = self.spec.registry
         if self.registry is None or registry_spec is None or registry_spec.follow is None:
-            raise ValueError(f"pipeline {self.spec.name!r}: serve mode needs registry.model and registry.follow")
+            raise ValueError(
+                f"pipeline {self.spec.name!r}: mode {self.spec.operator.mode} needs registry.model and registry.follow"
+            )
         return ModelFollower(
             self.bus,
             self.registry,
@@ -140,9 +144,13 @@ class PipelineRunner:
         )
 
     def start(self) -> None:
-        """Start following the model alias (serve mode)."""
+        """Start following the model alias (serve and recommend modes) and whatever side input the operator reads
+        (an operator with ``start(bus)``, e.g. recommend mode's live rooms)."""
         if self.follower is not None:
             self.follower.start()
+        start = getattr(self.operator, "start", None)
+        if callable(start):
+            start(self.bus)
 
     async def stop(self) -> None:
         """Stop taking batches and write a final checkpoint."""
@@ -152,6 +160,9 @@ class PipelineRunner:
                 await self._checkpoint()
         if self.follower is not None:
             self.follower.stop()
+        close = getattr(self.operator, "close", None)
+        if callable(close):
+            close()
         self.executor.shutdown(wait=True)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -423,8 +434,8 @@ class PipelineRunner:
         )
 
     async def _swap_model(self) -> None:
-        """Serve mode: take the newest followed model (waiting for the first one) between batches."""
-        if self.follower is None or not isinstance(self.operator, ServingOperator):
+        """Serve and recommend modes: take the newest followed model (waiting for the first one) between batches."""
+        if self.follower is None or not isinstance(self.operator, FOLLOWING):
             return
         if self.operator.model is None:
             while not self.follower.available.is_set() and not self.stopping:

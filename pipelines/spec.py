@@ -41,6 +41,7 @@ __all__ = [
     "MonitorSpec",
     "OperatorSpec",
     "PipelineSpec",
+    "RecommendSpec",
     "RegistrySpec",
     "SequenceSpec",
     "SpecError",
@@ -69,8 +70,10 @@ SEQUENCE_SCHEMA = "interaction/v1"
 INTERACTION_KINDS = ("impression", "click", "like", "comment", "gift", "follow", "leave")  # Interaction.kind
 FRAMES_SCHEMA = "frame/v1"
 FRAMES_ENCODER = "inference.frame_encoder:StreamingConvEncoder"  # operator.use of mode frames when left out
-Mode = Literal["learn", "serve", "relay", "agent", "sequence", "frames"]
-PRIMARY_OUTPUTS: dict[str, str] = {"frames": "embeddings"}  # every other mode: "predictions"
+RECOMMEND_KINDS = ("click", "comment", "like", "gift", "follow")  # a user chose a streamer
+Mode = Literal["learn", "serve", "relay", "agent", "sequence", "frames", "recommend"]
+PRIMARY_OUTPUTS: dict[str, str] = {"frames": "embeddings", "recommend": "recommendations"}  # else "predictions"
+FOLLOWING_MODES = ("serve", "recommend")  # modes that take their model from a registry alias
 Detector = Literal["adwin", "page_hinkley", "kswin", "ddm", "none"]
 Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
 
@@ -112,7 +115,8 @@ def _check_alias(alias: str) -> str:
 
 
 def primary_output(mode: str) -> str:
-    """The output name a mode writes its answer for each record to: 'embeddings' for frames, else 'predictions'."""
+    """The output name a mode writes its answer for each record to: 'embeddings' for frames, 'recommendations' for
+    recommend, else 'predictions'."""
     return PRIMARY_OUTPUTS.get(mode, "predictions")
 
 
@@ -177,7 +181,9 @@ class OperatorSpec(_Section):
         "points to; relay: pass records through unchanged (benchmarks); agent: a streaming RL agent per env on "
         "observation/v1, actions to the primary output; sequence: next-event prediction per user on "
         "interaction/v1 with a temporal point process trained from the stream; frames: per-camera frame embeddings on "
-        "frame/v1 (a streaming convolutional encoder behind a similarity filter), batched across cameras.",
+        "frame/v1 (a streaming convolutional encoder behind a similarity filter), batched across cameras; recommend: "
+        "top-k live streamers per interaction/v1 from a sequence transformer the registry alias points to, one "
+        "decode step per interaction through each user's rolling cache.",
     )
 
     @field_validator("use")
@@ -219,7 +225,9 @@ class RegistrySpec(_Section):
         100_000, ge=1, description="mode learn: publish a version after this many learned records."
     )
     alias: str = Field("champion", description="mode learn: the alias published versions get.")
-    follow: str | None = Field(None, description="mode serve: the alias to serve and follow, e.g. 'champion'.")
+    follow: str | None = Field(
+        None, description="modes serve and recommend: the alias to serve and follow, e.g. 'champion'."
+    )
 
     @field_validator("model")
     @classmethod
@@ -326,6 +334,62 @@ class FramesSpec(_Section):
         return (self.height, self.width, self.channels)
 
 
+class RecommendSpec(_Section):
+    """mode recommend: which interactions extend a user's stream, where the live rooms come from, and the rolling
+    caches (``sinks + window`` streamers per user, ``slots`` users at once)."""
+
+    kinds: list[str] = Field(
+        default_factory=lambda: list(RECOMMEND_KINDS),
+        description="Interaction kinds that extend the user's stream and are answered with a recommendation.",
+    )
+    skip: list[str] = Field(
+        default_factory=lambda: ["impression", "leave"],
+        description="Interaction kinds read and counted but not answered; any kind in neither list goes to the "
+        "dead-letter topic (reason unknown_kind).",
+    )
+    rooms_topic: str = Field("live.rooms", description="The room/v1 topic the live streamers come from.")
+    k: int = Field(10, ge=1, le=1000, description="Streamers per recommendation (fewer when fewer are live).")
+    sinks: int = Field(4, ge=0, le=1024, description="First streamers of each user's stream kept in the cache.")
+    window: int = Field(60, ge=1, le=65_536, description="Most recent streamers of each user kept in the cache.")
+    slots: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Users with a cache at once; one more evicts the least recently seen, rebuilt from the streamer "
+        "ids kept in the state store when it comes back.",
+    )
+    room_retention_s: float = Field(
+        86_400.0, gt=0, description="How long ended rooms are remembered, in event time behind the newest interaction."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model and the caches live: auto picks cuda when there is a GPU."
+    )
+
+    @field_validator("kinds", "skip")
+    @classmethod
+    def _kinds(cls, kinds: list[str]) -> list[str]:
+        unknown = [k for k in kinds if k not in INTERACTION_KINDS]
+        if unknown:
+            raise ValueError(f"has unknown kind(s) {', '.join(map(repr, unknown))}; use {', '.join(INTERACTION_KINDS)}")
+        return kinds
+
+    @field_validator("rooms_topic")
+    @classmethod
+    def _rooms_topic(cls, topic: str) -> str:
+        if (why := _check_topic(topic)) is not None:
+            raise ValueError(f"is not a valid topic name {_show(topic)}: topic names {why}")
+        return topic
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> RecommendSpec:
+        if not self.kinds:
+            raise ValueError("recommend.kinds must list at least one kind, e.g. [click]")
+        both = sorted(set(self.kinds) & set(self.skip))
+        if both:
+            raise ValueError(f"kind(s) {', '.join(map(repr, both))} are in both kinds and skip; keep each in one")
+        return self
+
+
 class LimitsSpec(_Section):
     """Guards against bad input."""
 
@@ -349,14 +413,16 @@ class PipelineSpec(_Section):
     outputs: dict[str, str] = Field(
         default_factory=dict,
         description="Output name -> topic. 'predictions' is the primary output (relay writes its records there, "
-        "an agent its actions); in mode frames it is 'embeddings'. Default: {predictions: '<name>.predictions'} "
-        "(frames: {embeddings: '<name>.embeddings'}).",
+        "an agent its actions); in mode frames it is 'embeddings', in mode recommend 'recommendations'. Default: "
+        "{predictions: '<name>.predictions'} (frames: {embeddings: '<name>.embeddings'}, recommend: "
+        "{recommendations: '<name>.recommendations'}).",
     )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     registry: RegistrySpec | None = None
     monitor: MonitorSpec | None = None
     sequence: SequenceSpec | None = Field(None, description="mode sequence only (defaults apply when left out).")
     frames: FramesSpec | None = Field(None, description="mode frames only (defaults apply when left out).")
+    recommend: RecommendSpec | None = Field(None, description="mode recommend only (defaults apply when left out).")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @model_validator(mode="before")
@@ -426,18 +492,18 @@ class PipelineSpec(_Section):
                 f"operator.target is required for input.schema {self.input.schema_name!r} in mode 'learn': "
                 "name the field holding the label (e.g. target: clicked)"
             )
-        if mode == "serve" and (registry is None or registry.follow is None):
+        if mode in FOLLOWING_MODES and (registry is None or registry.follow is None):
             problems.append(
-                "operator.mode 'serve' needs registry.model and registry.follow, the alias to serve "
+                f"operator.mode {mode!r} needs registry.model and registry.follow, the alias to serve "
                 f"(got registry: {_show(registry.model_dump() if registry else None)}); "
                 "e.g. registry: {model: demo, follow: champion}"
             )
-        if registry is not None and mode != "serve" and registry.follow is not None:
+        if registry is not None and mode not in FOLLOWING_MODES and registry.follow is not None:
             problems.append(
-                f"registry.follow is only used in mode 'serve' (got mode {mode!r}); "
+                f"registry.follow is only used in modes 'serve' and 'recommend' (got mode {mode!r}); "
                 "remove it or set operator.mode: serve"
             )
-        if registry is not None and mode == "serve" and "publish_every_events" in registry.model_fields_set:
+        if registry is not None and mode in FOLLOWING_MODES and "publish_every_events" in registry.model_fields_set:
             problems.append(
                 "registry.publish_every_events is only used in mode 'learn'; serving pipelines publish nothing"
             )
@@ -465,6 +531,10 @@ class PipelineSpec(_Section):
             problems.extend(self._frames_problems())
         if mode != "frames" and self.frames is not None:
             problems.append(f"frames is only used in mode 'frames' (got mode {mode!r}); remove it")
+        if mode == "recommend":
+            problems.extend(self._recommend_problems())
+        if mode != "recommend" and self.recommend is not None:
+            problems.append(f"recommend is only used in mode 'recommend' (got mode {mode!r}); remove it")
         if mode == "relay" and registry is not None:
             problems.append("registry is not used in mode 'relay'; remove it")
         if mode == "relay" and self.monitor is not None:
@@ -503,6 +573,26 @@ class PipelineSpec(_Section):
             )
         return problems
 
+    def _recommend_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.input.schema_name != SEQUENCE_SCHEMA:
+            problems.append(
+                f"mode 'recommend' reads {SEQUENCE_SCHEMA} (got input.schema {self.input.schema_name!r}); "
+                "point it at an interactions topic such as live.interactions"
+            )
+        op = self.operator
+        if op.use is not None or op.params or op.target is not None:
+            problems.append(
+                "operator.use, params and target are not used in mode 'recommend' (the model comes from the "
+                "registry: train one with 'eddy recommender train'); remove them"
+            )
+        if self.monitor is not None:
+            problems.append("monitor is not used in mode 'recommend' (it scores hit-rate@k itself); remove it")
+        rooms = (self.recommend or RecommendSpec()).rooms_topic
+        if rooms in self.input.topics:
+            problems.append(f"recommend.rooms_topic {rooms!r} is also an input topic; rooms are read on the side")
+        return problems
+
     @property
     def primary_output(self) -> str:
         """The output each record's answer goes to (see :func:`primary_output`)."""
@@ -520,7 +610,7 @@ class PipelineSpec(_Section):
 
     @property
     def followed_model_uri(self) -> str | None:
-        """``models:/<model>@<alias>`` for a serving pipeline, None otherwise."""
+        """``models:/<model>@<alias>`` for a serving or recommend pipeline, None otherwise."""
         if self.registry is None or self.registry.follow is None:
             return None
         return f"models:/{self.registry.model}@{self.registry.follow}"

@@ -217,3 +217,18 @@ def test_frames_publishes_synthetic_video_keyed_by_camera(
     assert "--rate must be > 0" in capsys.readouterr().err
     assert main(["frames", "cli.no-such-topic", "--frames", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_recommender_train_publishes_a_version_with_held_out_metrics(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["recommender", "train", "--simulate", "5", "--users", "40", "--streamers", "8", "--hours", "12"]
+    assert main([*args, "--model", "cli-recs", "--steps", "5", "--dim", "8", "--length", "8", "--k", "3"]) == 0
+    info = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (info["model"], info["version"]) == ("cli-recs", "1")
+    registry = ModelRegistry(env["EDDY_REGISTRY"], tmp_path / "home" / "mlartifacts")
+    [version] = registry.list_versions("cli-recs")
+    assert 0 <= version.metrics["heldout_hit_rate_at_3"] <= 1 and version.metrics["train_loss"] > 0
+    announced = [json.loads(r.value) for r in KafkaBus(env["EDDY_BROKER"]).read("eddy.models", 10, timeout_s=3)]
+    assert [(a["model"], a["alias"]) for a in announced] == [("cli-recs", "champion")]
+    assert main(["recommender", "train", "--simulate", "5", "--model", "x", "--steps", "0", "--length", "1"]) == 2

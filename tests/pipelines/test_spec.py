@@ -69,7 +69,15 @@ def test_every_example_loads_and_says_what_it_is(path: Path) -> None:
 
 
 def test_examples_load_together() -> None:
-    names = ["cameras-frames", "cartpole-streamq", "demo", "demo-serve", "interactions-tpp", "relay"]
+    names = [
+        "cameras-frames",
+        "cartpole-streamq",
+        "demo",
+        "demo-serve",
+        "interactions-tpp",
+        "live-recommender",
+        "relay",
+    ]
     assert [s.name for s in load_specs([EXAMPLES])] == names
 
 
@@ -159,7 +167,8 @@ INVALID = [
     ({"operator.use": ...}, "operator.use is required for mode 'learn'"),
     (
         {"operator.mode": "train"},
-        "operator.mode must be one of 'learn', 'serve', 'relay', 'agent', 'sequence' or 'frames' (got 'train')",
+        "operator.mode must be one of 'learn', 'serve', 'relay', 'agent', 'sequence', 'frames' or 'recommend' (got "
+        "'train')",
     ),
     ({"operator.parms": {"a": 1}}, "unknown field 'operator.parms' (did you mean 'params'?)"),
     ({"ouputs": {"predictions": "x"}}, "unknown field 'ouputs' (did you mean 'outputs'?)"),
@@ -167,7 +176,11 @@ INVALID = [
     ({"operator.mode": "serve"}, "operator.mode 'serve' needs registry.model and registry.follow"),
     ({"operator.mode": "serve", "registry": {"model": "m"}}, "e.g. registry: {model: demo, follow: champion}"),
     ({"registry": {"follow": "champion"}}, "registry.model is required"),
-    ({"registry": {"model": "m", "follow": "champion"}}, "registry.follow is only used in mode 'serve'"),
+    (
+        {"registry": {"model": "m", "follow": "champion"}},
+        "registry.follow is only used in modes 'serve' and 'recommend'",
+    ),
+    ({"operator.mode": "recommend"}, "operator.mode 'recommend' needs registry.model and registry.follow"),
     ({"registry": {"model": "m", "alias": "latest"}}, "registry.alias must be an MLflow alias"),
     ({"registry": {"model": "m", "publish_every_events": 0}}, "registry.publish_every_events must be >= 1"),
     (
@@ -305,6 +318,7 @@ def test_json_schema_is_json_with_the_spec_fields() -> None:
         "monitor",
         "sequence",
         "frames",
+        "recommend",
         "limits",
     }
     assert set(schema["required"]) == {"name", "input", "operator"}
@@ -318,6 +332,7 @@ def test_json_schema_is_json_with_the_spec_fields() -> None:
         "agent",
         "sequence",
         "frames",
+        "recommend",
     ]
     assert defs["BatchSpec"]["properties"]["max"]["minimum"] == 1
 
