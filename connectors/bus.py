@@ -10,8 +10,9 @@ reading and consumer lag is computed from the high-water marks that fetch respon
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +191,22 @@ class KafkaBus:
     ) -> list[ConsumerRecord]:
         """Read up to ``n`` records of ``topic`` (all partitions, no consumer group) within ``timeout_s``."""
         return list(self.iter_records(topic, n, timeout_s=timeout_s, from_beginning=from_beginning))
+
+    def follow(self, topic: str, handle: Callable[[bytes], None], stop: threading.Event, poll_ms: int = 200) -> None:
+        """Call ``handle`` with the value of every record of ``topic``, from the beginning of every partition and
+        then as records arrive, until ``stop`` is set (no consumer group: every caller sees every record). For the
+        threads that keep a worker's view of a side topic current (model announcements, live rooms)."""
+        consumer = self.consumer(enable_auto_commit=False)
+        try:
+            parts = consumer.partitions_for_topic(check_topic_name(topic)) or {0}
+            consumer.assign([TopicPartition(topic, p) for p in parts])
+            consumer.seek_to_beginning()
+            while not stop.is_set():
+                for records in consumer.poll(poll_ms).values():
+                    for record in records:
+                        handle(record.value)
+        finally:
+            consumer.close()
 
     def iter_records(
         self, topic: str, n: int | None = None, *, timeout_s: float | None = 10.0, from_beginning: bool = True

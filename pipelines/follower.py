@@ -13,8 +13,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kafka import TopicPartition
-
 from connectors.bus import KafkaBus
 from connectors.messages import DecodeError, ModelUpdate, decode, encode
 from connectors.registry import ModelRegistry, RegistryError
@@ -91,17 +89,7 @@ class ModelFollower:
 
     def _run(self) -> None:
         self.bus.create_topics([MODELS_TOPIC], compacted=True)
-        consumer = self.bus.consumer(enable_auto_commit=False)
-        try:
-            parts = consumer.partitions_for_topic(MODELS_TOPIC) or {0}
-            consumer.assign([TopicPartition(MODELS_TOPIC, p) for p in parts])
-            consumer.seek_to_beginning()
-            while not self._stop.is_set():
-                for records in consumer.poll(500).values():
-                    for record in records:
-                        self._handle(record.value)
-        finally:
-            consumer.close()
+        self.bus.follow(MODELS_TOPIC, self._handle, self._stop, poll_ms=500)
 
     def _handle(self, raw: bytes) -> None:
         try:

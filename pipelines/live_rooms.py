@@ -23,8 +23,6 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from kafka import TopicPartition
-
 from connectors.bus import KafkaBus
 from connectors.messages import DecodeError, Room, decode
 
@@ -94,17 +92,7 @@ class LiveRooms:
 
     def _run(self, bus: KafkaBus) -> None:
         bus.create_topics([self.topic])
-        consumer = bus.consumer(enable_auto_commit=False)
-        try:
-            parts = consumer.partitions_for_topic(self.topic) or {0}
-            consumer.assign([TopicPartition(self.topic, p) for p in parts])
-            consumer.seek_to_beginning()
-            while not self._stop.is_set():
-                for records in consumer.poll(200).values():
-                    for record in records:
-                        self._handle(record.value)
-        finally:
-            consumer.close()
+        bus.follow(self.topic, self._handle, self._stop)
 
     def _handle(self, raw: bytes) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -50,3 +51,24 @@ def test_missing_topic_and_bad_input_say_how_to_fix(eddy_bus: KafkaBus) -> None:
         bootstrap_servers("localhost:9092")
     with pytest.raises(BusError, match="host:port"):
         bootstrap_servers("kafka://localhost")
+
+
+def test_follow_reads_every_partition_from_the_beginning_until_stopped(
+    eddy_bus: KafkaBus, eddy_topic_factory: Callable[..., str]
+) -> None:
+    topic = eddy_topic_factory("side", partitions=3)
+    eddy_bus.produce(topic, [f"v{i}".encode() for i in range(9)], keys=[f"k{i}".encode() for i in range(9)])
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def handle(value: bytes) -> None:
+        seen.append(value)
+        if len(seen) == 10:  # the one produced after following started
+            stop.set()
+
+    follower = threading.Thread(target=eddy_bus.follow, args=(topic, handle, stop))
+    follower.start()
+    eddy_bus.produce(topic, [b"late"])
+    follower.join(timeout=60)
+    assert not follower.is_alive()
+    assert sorted(seen) == sorted([f"v{i}".encode() for i in range(9)] + [b"late"])
