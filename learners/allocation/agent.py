@@ -1,0 +1,372 @@
+"""SL-MGAC and its learned baselines (DQN, plain actor-critic) as one allocation agent with switches."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from learners._state import check_state, require
+from learners.allocation.distributional import expected_value, two_hot
+from learners.allocation.features import Request, RequestFeaturizer
+from learners.allocation.lagrange import LagrangeMultiplier
+from learners.allocation.network import AllocationNetwork, StudentPolicy
+from learners.allocation.transitions import Transition
+
+__all__ = ["AllocationAgent", "AllocationConfig"]
+
+_FORMAT = 1
+_BUFFER_COLUMNS = ("action", "propensity", "reward", "app", "clicked", "watch", "exited", "done")
+
+
+@dataclass(frozen=True)
+class AllocationConfig:
+    """The switches and sizes of an :class:`AllocationAgent` (no sizes of SL-MGAC are public: these are ours).
+
+    Switches: ``groups`` (one actor and critic head per activity group, else one head), ``supervised`` (auxiliary
+    click / watch-time / exit heads on the trunk), ``distributional`` (critic over ``bins`` bins on ``[0,
+    max_return]`` reward-scale units with two-hot targets, else a scalar critic with a Huber loss), ``actor`` (a
+    softmax actor trained with the critic's advantage; without it the agent is a DQN acting greedily on its
+    Q-values), ``layer_norm`` (in the trunk).
+
+    Sizes and learning: ``embed`` (user and streamer embeddings), ``hidden`` x ``depth`` (trunk), ``student_hidden``,
+    ``history`` (behaviour sequence length), ``user_buckets``; ``gamma`` (1: sessions are undiscounted), ``lr``
+    (Adam), ``batch``, ``buffer`` (replay capacity, transitions), ``update_every`` (observed transitions per gradient
+    step), ``target_tau`` (Polyak rate of the target critic), ``explore`` (every action keeps at least this
+    probability while learning, so propensities stay bounded), ``entropy``, ``auxiliary_weight``, ``actor_weight``;
+    ``reward_scale`` (seconds per unit the networks see); ``video_weight`` (a short-video second against a live one);
+    ``app_floor`` (the constraint: app seconds per session from its first decision; None for none) with
+    ``lagrange_lr``.
+    """
+
+    groups: bool = True
+    supervised: bool = True
+    distributional: bool = True
+    actor: bool = True
+    layer_norm: bool = True
+    embed: int = 8
+    hidden: int = 64
+    depth: int = 2
+    student_hidden: int = 16
+    history: int = 8
+    user_buckets: int = 1024
+    bins: int = 51
+    max_return: float = 50.0
+    gamma: float = 1.0
+    lr: float = 1e-3
+    batch: int = 128
+    buffer: int = 50_000
+    update_every: int = 8
+    target_tau: float = 0.01
+    explore: float = 0.05
+    entropy: float = 1e-3
+    auxiliary_weight: float = 1.0
+    actor_weight: float = 1.0
+    reward_scale: float = 100.0
+    video_weight: float = 1.0
+    app_floor: float | None = None
+    lagrange_lr: float = 0.01
+
+    @classmethod
+    def variant(cls, name: str, **overrides: Any) -> AllocationConfig:
+        """The named agents of spec §3: ``sl-mgac`` (every switch on), ``actor-critic`` (no groups, no supervised
+        heads, scalar critic) and ``dqn`` (no actor, no groups, no supervised heads, scalar critic).
+
+        >>> AllocationConfig.variant("dqn").actor, AllocationConfig.variant("sl-mgac", hidden=32).hidden
+        (False, 32)
+        """
+        switches = {
+            "sl-mgac": {},
+            "actor-critic": {"groups": False, "supervised": False, "distributional": False},
+            "dqn": {"groups": False, "supervised": False, "distributional": False, "actor": False},
+        }
+        require(name in switches, f"AllocationConfig.variant: unknown agent {name!r}; choose one of {sorted(switches)}")
+        return cls(**{**switches[name], **overrides})
+
+
+class AllocationAgent:
+    """SL-MGAC: live-stream allocation as a constrained MDP, learned online from the agent's own decisions.
+
+    Per request (:class:`~learners.allocation.features.Request`) the agent chooses to insert the top live candidate
+    (action 1) or not (0). A shared LayerNorm trunk over the request's features and the user's behaviour sequence
+    (target attention) feeds, per activity group, a two-way softmax actor and a critic ``Q(s, a)`` over return bins
+    (two-hot targets), plus supervised heads for the immediate click, watch time and session exit that anchor the
+    trunk. The critic bootstraps from a Polyak target copy with the actor's expectation over next actions; the
+    actor follows the critic's advantage ``Q(s, a) - sum_b pi(b) Q(s, b)`` over both actions; a Lagrange multiplier
+    (:class:`~learners.allocation.lagrange.LagrangeMultiplier`) mixes app time into the reward when sessions fall
+    below the app-time floor. A small student (dense features only) is distilled from the actor for serving.
+    :class:`AllocationConfig` switches parts off to give the baselines (plain actor-critic, DQN).
+
+    Surface: ``act(request) → (action, propensity)`` draws with the agent's own generator; calling the agent,
+    ``agent(request)``, returns the insert probability it would act with (a simulator policy);
+    :meth:`greedy` and :meth:`serve` are the deterministic learned and distilled policies; ``observe(transition)``
+    learns. Seeded and deterministic on CPU; ``state_dict`` / ``load_state_dict`` continue identically.
+
+    Parameters
+    ----------
+    groups
+        Number of activity groups (group ids ``0..groups-1``).
+    streamers
+        Streamer id buckets (ids are taken modulo this).
+    config
+        Switches and sizes (:class:`AllocationConfig`); SL-MGAC by default.
+    seed
+        Seeds the weights, the replay sampling and ``act``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Req
+    >>> agent = AllocationAgent(groups=2, streamers=3, config=AllocationConfig(batch=4, update_every=1), seed=0)
+    >>> request = Req(user=1, group=1, fatigue=0.0, live=(0, 2), streamer=2, ctr=0.3)
+    >>> action, propensity = agent.act(request)
+    >>> for _ in range(8):
+    ...     agent.observe(Transition(request, 1, 0.5, reward=80.0, app_seconds=80.0, clicked=True,
+    ...                              watch_seconds=60.0, exited=False, next_state=None))
+    >>> agent.updates, 0.0 <= agent(request) <= 1.0, agent.greedy(request) in (0.0, 1.0)
+    (5, True, True)
+
+    References
+    ----------
+    Supervised Learning-enhanced Multi-Group Actor Critic for Live Stream Allocation in Feed (SL-MGAC). Kuaishou,
+    KDD 2025.
+    """
+
+    def __init__(self, groups: int, streamers: int, *, config: AllocationConfig | None = None, seed: int = 0) -> None:
+        config = config or AllocationConfig()
+        require(
+            0.0 <= config.explore < 0.5,
+            f"AllocationAgent: explore must be in [0, 0.5) (got {config.explore})",
+        )
+        require(0.0 <= config.gamma <= 1.0, f"AllocationAgent: gamma must be in [0, 1] (got {config.gamma})")
+        require(
+            config.batch >= 1 and config.buffer >= config.batch and config.update_every >= 1,
+            f"AllocationAgent: need batch >= 1, buffer >= batch, update_every >= 1 (got {config.batch}, "
+            f"{config.buffer}, {config.update_every})",
+        )
+        require(config.bins >= 2 and config.max_return > 0, "AllocationAgent: bins >= 2 and max_return > 0")
+        self.groups, self.streamers, self.config, self.seed = groups, streamers, config, seed
+        self.featurizer = RequestFeaturizer(
+            groups=groups, streamers=streamers, user_buckets=config.user_buckets, history=config.history
+        )
+        layout = self.featurizer.layout
+        self.bins = torch.linspace(0.0, config.max_return, config.bins)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.network = AllocationNetwork(
+                layout,
+                user_buckets=config.user_buckets,
+                streamers=streamers,
+                heads=groups if config.groups else 1,
+                out=config.bins if config.distributional else 1,
+                auxiliary=config.supervised,
+                embed=config.embed,
+                hidden=config.hidden,
+                depth=config.depth,
+                layer_norm=config.layer_norm,
+            )
+            self.student = StudentPolicy(layout, hidden=config.student_hidden)
+        self.target = copy.deepcopy(self.network).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.student_optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
+        self.lagrange = LagrangeMultiplier(config.app_floor, lr=config.lagrange_lr, scale=config.reward_scale)
+        self.rng = np.random.default_rng(seed)
+        self._states = np.zeros((config.buffer, layout.width), dtype=np.float32)
+        self._next_states = np.zeros_like(self._states)
+        self._columns = np.zeros((config.buffer, len(_BUFFER_COLUMNS)), dtype=np.float32)
+        self.size = self.cursor = 0
+        self.observed = self.updates = 0
+        self._session_app = 0.0
+
+    # -- acting ------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _insert_preference(self, row: np.ndarray) -> float:
+        """The learned probability of inserting (the actor's, or 1/0 from the critic's argmax for a DQN)."""
+        heads = self.network(torch.from_numpy(row)[None])
+        if self.config.actor:
+            return float(torch.softmax(heads.actor, dim=-1)[0, 1])
+        q = self._q(heads.critic)[0]
+        return float(q[1] > q[0])
+
+    def __call__(self, request: Request) -> float:
+        """The probability of inserting the top candidate while learning: the learned one, kept within
+        ``[explore, 1 - explore]``."""
+        explore = self.config.explore
+        return explore + (1.0 - 2.0 * explore) * self._insert_preference(self.featurizer(request))
+
+    def act(self, request: Request) -> tuple[int, float]:
+        """Draw an action (1: insert) with the agent's generator; the action and its probability (propensity)."""
+        insert = self(request)
+        action = int(self.rng.random() < insert)
+        return action, insert if action else 1.0 - insert
+
+    def greedy(self, request: Request) -> float:
+        """The learned deterministic policy: 1.0 (insert) where the actor (or the critic) prefers inserting."""
+        return float(self._insert_preference(self.featurizer(request)) > 0.5)
+
+    @torch.no_grad()
+    def serve(self, request: Request) -> float:
+        """The distilled student's deterministic policy (dense features only): 1.0 where it prefers inserting."""
+        logits = self.student(torch.from_numpy(self.featurizer(request))[None])[0]
+        return float(logits[1] > logits[0])
+
+    # -- learning ----------------------------------------------------------------------------------------------------
+    def observe(self, transition: Transition) -> None:
+        """Store one transition, remember the outcome in the user's behaviour, update lambda at a session's end, and
+        take a
+        gradient step every ``update_every`` transitions once ``batch`` are stored."""
+        require(
+            transition.action in (0, 1),
+            f"AllocationAgent: action must be 0 (no live) or 1 (insert) (got {transition.action!r})",
+        )
+        require(
+            0.0 < transition.propensity <= 1.0,
+            f"AllocationAgent: propensity must be in (0, 1] (got {transition.propensity})",
+        )
+        config = self.config
+        state = transition.state
+        row = self.featurizer(state)
+        done = transition.next_state is None
+        slot = self.cursor
+        self._states[slot] = row
+        if not done:
+            self._next_states[slot] = self.featurizer(transition.next_state)  # type: ignore[arg-type]
+        self._columns[slot] = (
+            transition.action,
+            transition.propensity,
+            transition.reward,
+            transition.app_seconds,
+            transition.clicked,
+            transition.watch_seconds / config.reward_scale,
+            transition.exited,
+            done,
+        )
+        self.cursor = (slot + 1) % config.buffer
+        self.size = min(self.size + 1, config.buffer)
+        if transition.action == 1:
+            self.featurizer.remember(
+                state.user, state.streamer, clicked=transition.clicked, watch_seconds=transition.watch_seconds
+            )
+        self._session_app += transition.app_seconds
+        if done:
+            self.lagrange.update(self._session_app)
+            self._session_app = 0.0
+        self.observed += 1
+        if self.size >= config.batch and self.observed % config.update_every == 0:
+            self._update()
+
+    def _q(self, critic: torch.Tensor) -> torch.Tensor:
+        """Expected Q-values (…, 2) in reward-scale units from critic outputs (…, 2, out)."""
+        return expected_value(critic, self.bins) if self.config.distributional else critic[..., 0]
+
+    def _update(self) -> None:
+        config = self.config
+        index = torch.from_numpy(self.rng.integers(0, self.size, size=config.batch))
+        states = torch.from_numpy(self._states)[index]
+        next_states = torch.from_numpy(self._next_states)[index]
+        columns = dict(zip(_BUFFER_COLUMNS, torch.from_numpy(self._columns)[index].unbind(-1), strict=True))
+        action = columns["action"].long()
+        rows = torch.arange(config.batch)
+        with torch.no_grad():
+            reward = self.lagrange.mix(columns["reward"], columns["app"]) / config.reward_scale
+            next_q = self._q(self.target(next_states).critic)
+            if config.actor:
+                next_value = (torch.softmax(self.network(next_states).actor, dim=-1) * next_q).sum(-1)
+            else:
+                next_value = next_q.max(-1).values
+            target = reward + config.gamma * (1.0 - columns["done"]) * next_value
+        heads = self.network(states)
+        taken = heads.critic[rows, action]
+        if config.distributional:
+            loss = -(two_hot(target, self.bins) * torch.log_softmax(taken, dim=-1)).sum(-1).mean()
+        else:
+            loss = F.smooth_l1_loss(taken[:, 0], target)
+        if heads.auxiliary is not None:
+            click, watch, exit_ = heads.auxiliary[rows, action].unbind(-1)
+            inserted = columns["action"]
+            shown = inserted.sum().clamp(min=1.0)
+            auxiliary = (
+                (F.binary_cross_entropy_with_logits(click, columns["clicked"], reduction="none") * inserted).sum()
+                / shown
+                + ((watch - columns["watch"]) ** 2 * inserted).sum() / shown
+                + F.binary_cross_entropy_with_logits(exit_, columns["exited"])
+            )
+            loss = loss + config.auxiliary_weight * auxiliary
+        if config.actor:
+            policy = torch.softmax(heads.actor, dim=-1)
+            q = self._q(heads.critic).detach()
+            advantage = q - (policy.detach() * q).sum(-1, keepdim=True)
+            entropy = -(policy * torch.log(policy.clamp(min=1e-8))).sum(-1)
+            loss = loss - config.actor_weight * ((policy * advantage).sum(-1) + config.entropy * entropy).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for online, lagged in zip(self.network.parameters(), self.target.parameters(), strict=True):
+                lagged.lerp_(online, config.target_tau)
+            if config.actor:
+                teacher = torch.softmax(heads.actor.detach(), dim=-1)
+            else:
+                teacher = F.one_hot(self._q(heads.critic.detach()).argmax(-1), 2).float()
+        distill = F.cross_entropy(self.student(states), teacher)
+        self.student_optimizer.zero_grad()
+        distill.backward()
+        self.student_optimizer.step()
+        self.updates += 1
+
+    # -- checkpoints -------------------------------------------------------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        return {"groups": self.groups, "streamers": self.streamers, "seed": self.seed, **asdict(self.config)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue identically: weights, optimisers, replay, lambda, memory, generator."""
+        return copy.deepcopy(
+            {
+                "learner": "AllocationAgent",
+                "format": _FORMAT,
+                "params": self._params(),
+                "network": self.network.state_dict(),
+                "target": self.target.state_dict(),
+                "student": self.student.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "student_optimizer": self.student_optimizer.state_dict(),
+                "buffer": {
+                    "states": torch.from_numpy(self._states[: self.size]),
+                    "next_states": torch.from_numpy(self._next_states[: self.size]),
+                    "columns": torch.from_numpy(self._columns[: self.size]),
+                },
+                "counters": {
+                    "size": self.size,
+                    "cursor": self.cursor,
+                    "observed": self.observed,
+                    "updates": self.updates,
+                    "session_app": self._session_app,
+                    "lagrange": self.lagrange.value,
+                },
+                "featurizer": self.featurizer.state_dict(),
+                "rng": self.rng.bit_generator.state,
+            }
+        )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, refusing another learner's or other parameters' state."""
+        check_state(state, "AllocationAgent", _FORMAT, self._params())
+        state = copy.deepcopy(state)
+        self.network.load_state_dict(state["network"])
+        self.target.load_state_dict(state["target"])
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.student_optimizer.load_state_dict(state["student_optimizer"])
+        counters = state["counters"]
+        self.size, self.cursor = int(counters["size"]), int(counters["cursor"])
+        self.observed, self.updates = int(counters["observed"]), int(counters["updates"])
+        self._session_app, self.lagrange.value = float(counters["session_app"]), float(counters["lagrange"])
+        buffer = state["buffer"]
+        self._states[: self.size] = buffer["states"].numpy()
+        self._next_states[: self.size] = buffer["next_states"].numpy()
+        self._columns[: self.size] = buffer["columns"].numpy()
+        self.featurizer.load_state_dict(state["featurizer"])
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,152 @@
+"""What an allocation policy sees, as numbers: the request's features and the user's recent behaviour.
+
+A :class:`Request` is anything with the fields of the simulator's ``RequestState`` (user, activity group, fatigue,
+the streamers live, the top candidate and its CTR): learners/ does not import connectors/, so the type is
+structural. :class:`RequestFeaturizer` turns one into a flat float row laid out as :class:`FeatureLayout` says;
+the network splits the row again (ids for the embeddings, the behaviour sequence for the target attention, the
+dense features for the trunk), and the replay buffer stores rows, so a transition costs one array row.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from learners._state import require
+
+__all__ = ["FeatureLayout", "Request", "RequestFeaturizer"]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class Request(Protocol):
+    """A feed request with a live candidate, as the platform shows it to the allocation policy.
+
+    ``fatigue`` in ``[0, 1]`` grows with the allocations made so far in the session; ``live`` the streamers live
+    now; ``streamer`` the top candidate; ``ctr`` its click probability before fatigue.
+    """
+
+    @property
+    def user(self) -> int: ...
+    @property
+    def group(self) -> int: ...
+    @property
+    def fatigue(self) -> float: ...
+    @property
+    def live(self) -> tuple[int, ...]: ...
+    @property
+    def streamer(self) -> int: ...
+    @property
+    def ctr(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Where each part sits in a feature row: ``[group, user id, candidate id, dense..., history ids...,
+    history clicks..., history watch..., history mask...]`` (ids already reduced to their embedding buckets)."""
+
+    dense: int
+    history: int
+
+    @property
+    def width(self) -> int:
+        """The length of a row."""
+        return 3 + self.dense + 4 * self.history
+
+    def split(self, rows: Any) -> tuple[Any, ...]:
+        """``(group, user, candidate, dense, history ids, history outcomes (…, K, 2), history mask)`` of ``rows``
+        (an array or tensor whose last axis is a row), the ids and the group as they are stored (floats)."""
+        k, d = self.history, self.dense
+        ids = rows[..., 3 + d : 3 + d + k]
+        outcomes = rows[..., 3 + d + k : 3 + d + 3 * k]
+        outcomes = outcomes.reshape(*outcomes.shape[:-1], 2, k).transpose(-1, -2)
+        mask = rows[..., 3 + d + 3 * k :]
+        return rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3 : 3 + d], ids, outcomes, mask
+
+
+class RequestFeaturizer:
+    """Features of a request and a per-user memory of the user's last ``history`` live-card outcomes.
+
+    Dense features: the activity group one-hot, fatigue, the candidate's CTR and click probability
+    ``ctr * (1 - fatigue)``, which streamers are live (multi-hot over ``streamers`` buckets), how many are live, and
+    the user's click rate and mean watch time over the remembered outcomes. The ids (user, candidate streamer)
+    are reduced modulo ``user_buckets`` and ``streamers`` for the embeddings. The behaviour sequence holds, per
+    remembered card, the streamer bucket, whether it was clicked and the watch time over ``watch_scale`` seconds.
+
+    The memory changes only through :meth:`remember` (the agent calls it as it observes outcomes), so the features
+    of a request depend only on what was observed before it.
+
+    >>> from types import SimpleNamespace
+    >>> featurizer = RequestFeaturizer(groups=2, streamers=4, user_buckets=8, history=2)
+    >>> request = SimpleNamespace(user=3, group=1, fatigue=0.25, live=(0, 2), streamer=2, ctr=0.4)
+    >>> featurizer.remember(3, 2, clicked=True, watch_seconds=60.0)
+    >>> row = featurizer(request)
+    >>> row.shape, row[:3].tolist(), featurizer.layout.width
+    ((23,), [1.0, 3.0, 2.0], 23)
+    """
+
+    def __init__(
+        self, *, groups: int, streamers: int, user_buckets: int, history: int, watch_scale: float = 100.0
+    ) -> None:
+        for name, value in (("groups", groups), ("streamers", streamers), ("user_buckets", user_buckets)):
+            require(value >= 1, f"RequestFeaturizer: {name} must be >= 1 (got {value})")
+        require(history >= 1, f"RequestFeaturizer: history must be >= 1 (got {history}); it is the sequence length")
+        require(watch_scale > 0, f"RequestFeaturizer: watch_scale must be > 0 seconds (got {watch_scale})")
+        self.groups, self.streamers, self.user_buckets, self.history = groups, streamers, user_buckets, history
+        self.watch_scale = float(watch_scale)
+        self.layout = FeatureLayout(dense=groups + 3 + streamers + 1 + 2, history=history)
+        self._memory: dict[int, deque[tuple[int, float, float]]] = {}
+
+    def __call__(self, request: Request) -> FloatArray:
+        """The feature row of ``request`` (float32, :attr:`layout`)."""
+        group = int(request.group)
+        require(
+            0 <= group < self.groups,
+            f"RequestFeaturizer: group {group} is outside 0..{self.groups - 1}; build the agent with groups= the "
+            "platform's number of activity groups",
+        )
+        fatigue, ctr = float(request.fatigue), float(request.ctr)
+        require(
+            0.0 <= fatigue <= 1.0 and 0.0 <= ctr <= 1.0,
+            f"RequestFeaturizer: fatigue and ctr must be in [0, 1] (got {fatigue}, {ctr}) for user {request.user}",
+        )
+        k, s = self.history, self.streamers
+        row = np.zeros(self.layout.width, dtype=np.float32)
+        row[0], row[1], row[2] = group, int(request.user) % self.user_buckets, int(request.streamer) % s
+        dense = row[3 : 3 + self.layout.dense]
+        dense[group] = 1.0
+        dense[self.groups : self.groups + 3] = (fatigue, ctr, ctr * (1.0 - fatigue))
+        live = self.groups + 3
+        for streamer in request.live:
+            dense[live + int(streamer) % s] = 1.0
+        dense[live + s] = len(request.live) / s
+        memory = self._memory.get(int(request.user), ())
+        if memory:
+            seen = np.array(memory, dtype=np.float32)
+            dense[live + s + 1 :] = seen[:, 1].mean(), seen[:, 2].mean()
+            start, n = 3 + self.layout.dense, len(seen)
+            row[start : start + n] = seen[:, 0]
+            row[start + k : start + k + n] = seen[:, 1]
+            row[start + 2 * k : start + 2 * k + n] = seen[:, 2]
+            row[start + 3 * k : start + 3 * k + n] = 1.0
+        return row
+
+    def remember(self, user: int, streamer: int, *, clicked: bool, watch_seconds: float) -> None:
+        """Add an inserted live card's outcome to ``user``'s behaviour sequence (the oldest leaves past ``history``)."""
+        memory = self._memory.setdefault(int(user), deque(maxlen=self.history))
+        memory.append((int(streamer) % self.streamers, float(clicked), float(watch_seconds) / self.watch_scale))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The behaviour memory, as plain lists."""
+        return {"memory": {user: [list(item) for item in items] for user, items in self._memory.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self._memory = {
+            int(user): deque((tuple(item) for item in items), maxlen=self.history)
+            for user, items in state["memory"].items()
+        }

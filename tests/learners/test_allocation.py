@@ -1,0 +1,182 @@
+"""SL-MGAC and its baselines (learners.allocation): the agent's contract, its parts, and learning on the simulator."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pickle
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from bench.allocation import play_round
+from connectors.sources.live_platform import LivePlatform, LivePlatformConfig, RequestState, Threshold
+from learners.allocation import (
+    AllocationAgent,
+    AllocationConfig,
+    AllocationNetwork,
+    FeatureLayout,
+    LagrangeMultiplier,
+    Transition,
+    session_transitions,
+    two_hot,
+)
+from learners.allocation.distributional import expected_value
+
+SMALL = {"batch": 16, "buffer": 256, "update_every": 2, "hidden": 16, "bins": 11}
+
+
+def synthetic_transitions(n: int, seed: int = 0) -> list[Transition]:
+    """Requests of 3 groups and 5 streamers with random outcomes, in sessions of about 4 decisions."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        live = tuple(sorted(rng.choice(5, size=int(rng.integers(1, 4)), replace=False).tolist()))
+        state = RequestState(
+            int(rng.integers(10)), int(rng.integers(3)), float(rng.integers(5)) / 4, live, live[0], 0.3
+        )
+        action = int(rng.random() < 0.5)
+        clicked = bool(action and rng.random() < 0.3)
+        watch = float(rng.exponential(100.0)) if clicked else 0.0
+        video = float(rng.exponential(30.0))
+        out.append(Transition(state, action, 0.5, watch + video, watch + video, clicked, watch, False, None))
+    return [
+        dataclasses.replace(t, next_state=None if i % 4 == 3 or i == n - 1 else out[i + 1].state, exited=i % 4 == 3)
+        for i, t in enumerate(out)
+    ]
+
+
+def agent_for(variant: str = "sl-mgac", seed: int = 0, **overrides: float) -> AllocationAgent:
+    return AllocationAgent(3, 5, config=AllocationConfig.variant(variant, **{**SMALL, **overrides}), seed=seed)
+
+
+def play(agent: AllocationAgent, transitions: list[Transition]) -> list[tuple[int, float]]:
+    """Act then observe on each transition; the actions and propensities drawn."""
+    actions = []
+    for transition in transitions:
+        actions.append(agent.act(transition.state))
+        agent.observe(transition)
+    return actions
+
+
+@pytest.mark.parametrize("variant", ["sl-mgac", "actor-critic", "dqn"])
+def test_state_dict_round_trip_continues_identically(variant: str) -> None:
+    stream = synthetic_transitions(120, seed=1)
+    original = agent_for(variant)
+    play(original, stream[:60])
+    state = pickle.loads(pickle.dumps(original.state_dict()))
+    restored = agent_for(variant)
+    restored.load_state_dict(state)
+    assert play(restored, stream[60:]) == play(original, stream[60:])
+    for a, b in zip(original.network.parameters(), restored.network.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert restored.updates == original.updates > 0
+
+
+def test_state_dict_refuses_other_parameters() -> None:
+    state = agent_for(hidden=16).state_dict()
+    with pytest.raises(ValueError, match="hidden=16"):
+        agent_for(hidden=32).load_state_dict(state)
+
+
+def test_same_seed_same_agent_and_other_seed_differs() -> None:
+    stream = synthetic_transitions(80, seed=2)
+    first, second, other = agent_for(seed=5), agent_for(seed=5), agent_for(seed=6)
+    assert play(first, stream) == play(second, stream)
+    assert torch.equal(first.network.actor.weight, second.network.actor.weight)
+    assert not torch.equal(first.network.actor.weight, other.network.actor.weight)
+
+
+def test_group_heads_are_selected_by_group() -> None:
+    layout = FeatureLayout(dense=4, history=2)
+    net = AllocationNetwork(layout, user_buckets=4, streamers=3, heads=3, out=5, auxiliary=False)
+    rows = torch.rand(6, layout.width)
+    rows[:, 0] = torch.tensor([0.0, 1.0, 2.0, 0.0, 1.0, 2.0])
+    rows[:, 1:3] = 0.0
+    rows[:, 3 + 4 : 3 + 4 + 2] = 0.0  # history ids
+    before = net(rows)
+    with torch.no_grad():
+        net.actor.weight[2:4] += 1.0  # group 1's actor head
+        net.critic.weight[10:20] += 1.0  # group 1's critic head (2 actions x 5 bins)
+    after = net(rows)
+    changed = [not torch.equal(before.actor[i], after.actor[i]) for i in range(6)]
+    assert changed == [False, True, False, False, True, False]
+    assert [not torch.equal(before.critic[i], after.critic[i]) for i in range(6)] == changed
+
+
+def test_two_hot_targets_keep_the_value_and_sum_to_one() -> None:
+    bins = torch.linspace(0.0, 10.0, 11)
+    values = torch.tensor([0.0, 0.3, 4.5, 9.99, 10.0])
+    target = two_hot(values, bins)
+    assert torch.allclose(target.sum(-1), torch.ones(5))
+    assert torch.allclose(target @ bins, values, atol=1e-5)
+    assert int((target[2] > 0).sum()) == 2 and float(target[2, 4]) == pytest.approx(0.5)
+    assert torch.allclose(two_hot(torch.tensor([-3.0, 50.0]), bins) @ bins, torch.tensor([0.0, 10.0]))
+    assert float(expected_value(torch.log(target[2] + 1e-12), bins)) == pytest.approx(4.5, abs=1e-4)
+
+
+def test_lagrange_multiplier_rises_when_violated_and_falls_when_met() -> None:
+    multiplier = LagrangeMultiplier(floor=500.0, lr=0.1)
+    values = []
+    for app in [300.0] * 5 + [700.0] * 10:
+        multiplier.update(app)
+        values.append(multiplier.value)
+    assert all(b > a for a, b in itertools.pairwise(values[:5]))
+    assert values[5] < values[4] and values[-1] == 0.0
+    off = LagrangeMultiplier(floor=None)
+    off.update(0.0)
+    assert off.value == 0.0
+
+
+def test_the_agent_learns_lambda_from_session_app_time() -> None:
+    agent = agent_for(app_floor=1e4, lagrange_lr=0.5)  # every synthetic session falls far short
+    play(agent, synthetic_transitions(40))
+    assert agent.lagrange.value > 1.0
+
+
+def test_bad_transitions_are_refused() -> None:
+    agent = agent_for()
+    transition = synthetic_transitions(1)[0]
+    with pytest.raises(ValueError, match="action must be 0"):
+        agent.observe(dataclasses.replace(transition, action=2))
+    with pytest.raises(ValueError, match=r"propensity must be in \(0, 1\]"):
+        agent.observe(dataclasses.replace(transition, propensity=0.0))
+    with pytest.raises(ValueError, match="group 7 is outside"):
+        agent.act(SimpleNamespace(user=0, group=7, fatigue=0.0, live=(1,), streamer=1, ctr=0.2))
+    with pytest.raises(ValueError, match="unknown agent 'ppo'"):
+        AllocationConfig.variant("ppo")
+
+
+def test_transitions_add_up_to_the_sessions_from_their_first_decision() -> None:
+    platform = LivePlatform(LivePlatformConfig.small(), seed=2)
+    states: list[RequestState] = []
+
+    def policy(state: RequestState) -> float:
+        states.append(state)
+        return Threshold(0.2)(state) * 0.8 + 0.1
+
+    log = platform.run(policy)
+    transitions = session_transitions(states, log.decisions, log.sessions)
+    decisions, sessions = log.decisions, log.sessions
+    assert [t.action for t in transitions] == decisions.inserted.astype(int).tolist()
+    ends = [i for i, t in enumerate(transitions) if t.next_state is None]
+    assert len(ends) == len(set(decisions.session.tolist()))
+    for end in ends[:20]:
+        session = int(decisions.session[end])
+        first = int(np.flatnonzero(decisions.session == session)[0])
+        app = sum(t.app_seconds for t in transitions[first : end + 1])
+        end_s = (sessions.start_ms[session] - decisions.ts_ms[first]) / 1000.0
+        expected = sessions.live_seconds[session] + sessions.video_seconds[session] + end_s
+        assert app == pytest.approx(expected, abs=0.05)  # timestamps are whole milliseconds
+    with pytest.raises(ValueError, match="states for"):
+        session_transitions(states[:-1], decisions, sessions)
+
+
+def test_an_agent_trains_in_the_simulator_from_its_own_decisions() -> None:
+    platform = LivePlatform(dataclasses.replace(LivePlatformConfig.small(), hours=6.0), seed=0)
+    agent = AllocationAgent(3, 4, config=AllocationConfig(**SMALL), seed=0)
+    log = play_round(platform, agent)
+    assert agent.observed == len(log.decisions) > 0 and agent.updates > 0
+    assert agent.featurizer.state_dict()["memory"]  # inserted cards' outcomes went into the behaviour memory
