@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from learners.ctr import EmbeddingCTR
 from learners.driftmoe import MoEData, MoETask
 
-LEARNERS: list[type[Any]] = [MoEData, MoETask]
+LEARNERS: list[type[Any]] = [MoEData, MoETask, EmbeddingCTR]
 
 Stream = list[tuple[dict[Hashable, Any], int]]
 

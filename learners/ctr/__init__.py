@@ -1,0 +1,8 @@
+"""Online recommendation with a collisionless embedding table (spec livestream.md §4): the table, the CTR /
+watch-time learner over it, and the live-only ranking of its scores."""
+
+from learners.ctr.model import EmbeddingCTR
+from learners.ctr.ranking import live_only
+from learners.ctr.table import EmbeddingTable, TableDelta
+
+__all__ = ["EmbeddingCTR", "EmbeddingTable", "TableDelta", "live_only"]
