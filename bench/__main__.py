@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench import core, drift, frames, replay, rl_bus, rolling_cache, streamx, tpp, tpp_pipeline
+from bench import core, ctr, drift, frames, replay, rl_bus, rolling_cache, streamx, tpp, tpp_pipeline
 
-BENCHMARKS = ("core", "replay", "rl_bus", "streamx", "drift", "tpp", "tpp_pipeline", "rolling_cache", "frames")
+BENCHMARKS = ("core", "replay", "rl_bus", "streamx", "drift", "tpp", "tpp_pipeline", "rolling_cache", "frames", "ctr")
 
 
 def main() -> None:
@@ -42,6 +42,8 @@ def main() -> None:
         print(rolling_cache.run(quick=not args.full))
     if "frames" in names:
         print(frames.run(quick=False))
+    if "ctr" in names:
+        ctr.run(quick=False, doc=ctr.DOC)
 
 
 if __name__ == "__main__":
