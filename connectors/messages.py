@@ -285,13 +285,71 @@ class NextEventPrediction(Message):
     model_version: str | None = None
 
 
+class AllocationOutcome(BaseModel):
+    """What followed one allocation decision until the session's next decision (or its end), as the feed saw it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    request: str = Field(min_length=1, description="The request whose decision this is the outcome of.")
+    clicked: bool = Field(description="The user clicked the inserted live card.")
+    live_seconds: float = Field(ge=0.0, description="Seconds watched in the live room after the click.")
+    video_seconds: float = Field(ge=0.0, description="Seconds of short videos until the next decision or the exit.")
+    exited: bool = Field(description="The session ended after this step.")
+
+
+class FeedRequest(Message):
+    """A feed request to the allocation pipeline (``live.requests``), keyed by user: insert the top live room or not?
+
+    It also carries the outcome of the user's previous decision in the session, because the feed server knows it
+    when the user comes back for the next page; a session that ends sends one last request with ``streamer`` None,
+    which asks nothing and only reports the last outcome. ``fatigue`` in ``[0, 1]`` grows with the allocations made
+    so far in the session; ``live`` the streamers live now; ``streamer`` the top candidate; ``ctr`` its click
+    probability before fatigue.
+
+    >>> decode(b'{"request": "r1", "user": 3, "session": 0, "group": 1, "fatigue": 0.0, "live": [2, 5], '
+    ...        b'"streamer": 5, "ctr": 0.2}', "feed-request/v1").streamer
+    5
+    """
+
+    schema_name: ClassVar[str] = "feed-request/v1"
+    request: str = Field(min_length=1, description="Request id, unique; the allocation answering it repeats it.")
+    user: int = Field(ge=0)
+    session: int = Field(ge=0)
+    group: int = Field(ge=0, description="The user's activity group.")
+    ts: float = Field(default_factory=time.time)
+    fatigue: float = Field(0.0, ge=0.0, le=1.0)
+    live: list[int] = Field(default_factory=list, description="Streamers live now.")
+    streamer: int | None = Field(None, ge=0, description="The top live candidate; None when the session ended.")
+    ctr: float = Field(0.0, ge=0.0, le=1.0, description="The candidate's click probability before fatigue.")
+    outcome: AllocationOutcome | None = Field(None, description="The outcome of the previous decision, if any.")
+
+    @model_validator(mode="after")
+    def _candidate_is_live(self) -> FeedRequest:
+        if self.streamer is not None and self.streamer not in self.live:
+            raise ValueError(
+                f"the candidate streamer {self.streamer} must be one of the live streamers {self.live[:10]}; send "
+                "the top live candidate, or streamer None at a session's end"
+            )
+        if self.streamer is None and self.outcome is None:
+            raise ValueError("a request without a candidate streamer must carry the outcome of the session's last step")
+        return self
+
+
 class Allocation(Message):
-    """Traffic shares per candidate (live-stream allocation)."""
+    """Traffic shares per candidate (live-stream allocation).
+
+    The allocation pipeline answers each :class:`FeedRequest` with one: ``allocations`` gives the top candidate a
+    share of 1 when it is inserted and 0 when not, ``request`` repeats the request id and ``propensity`` is the
+    probability the policy gave the action taken (what off-policy evaluation of the logs needs).
+    """
 
     schema_name: ClassVar[str] = "allocation/v1"
     key: str | None = None
     ts: float = Field(default_factory=time.time)
     allocations: dict[str, float]
+    request: str | None = None
+    inserted: bool | None = None
+    propensity: float | None = Field(None, gt=0.0, le=1.0)
+    model_version: str | None = None
 
 
 class ModelUpdate(Message):
@@ -384,6 +442,7 @@ SCHEMAS: dict[str, type[Message]] = {
         FrameEmbedding,
         Prediction,
         NextEventPrediction,
+        FeedRequest,
         Allocation,
         ModelUpdate,
         DeadLetter,

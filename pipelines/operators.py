@@ -15,6 +15,8 @@ pipeline spec:
   convolutional encoder behind a similarity filter, one encoder step across the cameras of a batch.
 - :class:`~pipelines.recommend_operator.RecommendOperator` (``mode: recommend``) answers each interaction with the
   top-k live streamers from a sequence transformer the registry alias points to, one cached decode step per user.
+- :class:`~pipelines.allocate_operator.AllocateOperator` (``mode: allocate``) answers each feed request with an
+  allocation decision from SL-MGAC's distilled student and learns online from the outcomes the requests report.
 
 Operators are plain synchronous objects: the runtime calls them from one executor thread per pipeline.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.messages import Action, Event, Message, Observation, Prediction, encode
+from pipelines.allocate_operator import AllocateOperator
 from pipelines.frames_operator import FramesOperator
 from pipelines.recommend_operator import RecommendOperator
 from pipelines.records import BatchResult, Features, Operator, Output, Record, RecordRejected, Rejection, Source
@@ -36,6 +39,7 @@ from pipelines.spec import PipelineSpec, resolve_operator
 
 __all__ = [
     "AgentOperator",
+    "AllocateOperator",
     "BatchResult",
     "FramesOperator",
     "LearnerOperator",
@@ -363,6 +367,7 @@ OPERATOR_MODES: dict[str, Callable[[PipelineSpec], Operator]] = {
     "sequence": SequenceOperator.from_spec,
     "frames": FramesOperator.from_spec,
     "recommend": RecommendOperator.from_spec,
+    "allocate": AllocateOperator.from_spec,
 }
 
 

@@ -69,10 +69,15 @@ AGENT_SCHEMA = "observation/v1"
 SEQUENCE_SCHEMA = "interaction/v1"
 INTERACTION_KINDS = ("impression", "click", "like", "comment", "gift", "follow", "leave")  # Interaction.kind
 FRAMES_SCHEMA = "frame/v1"
+ALLOCATE_SCHEMA = "feed-request/v1"
 FRAMES_ENCODER = "inference.frame_encoder:StreamingConvEncoder"  # operator.use of mode frames when left out
 RECOMMEND_KINDS = ("click", "comment", "like", "gift", "follow")  # a user chose a streamer
-Mode = Literal["learn", "serve", "relay", "agent", "sequence", "frames", "recommend"]
-PRIMARY_OUTPUTS: dict[str, str] = {"frames": "embeddings", "recommend": "recommendations"}  # else "predictions"
+Mode = Literal["learn", "serve", "relay", "agent", "sequence", "frames", "recommend", "allocate"]
+PRIMARY_OUTPUTS: dict[str, str] = {  # else "predictions"
+    "frames": "embeddings",
+    "recommend": "recommendations",
+    "allocate": "allocations",
+}
 FOLLOWING_MODES = ("serve", "recommend")  # modes that take their model from a registry alias
 Detector = Literal["adwin", "page_hinkley", "kswin", "ddm", "none"]
 Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
@@ -183,7 +188,8 @@ class OperatorSpec(_Section):
         "interaction/v1 with a temporal point process trained from the stream; frames: per-camera frame embeddings on "
         "frame/v1 (a streaming convolutional encoder behind a similarity filter), batched across cameras; recommend: "
         "top-k live streamers per interaction/v1 from a sequence transformer the registry alias points to, one "
-        "decode step per interaction through each user's rolling cache.",
+        "decode step per interaction through each user's rolling cache; allocate: insert the top live room or not "
+        "for each feed-request/v1, learning online (SL-MGAC) from the outcomes the requests report.",
     )
 
     @field_validator("use")
@@ -334,6 +340,23 @@ class FramesSpec(_Section):
         return (self.height, self.width, self.channels)
 
 
+class AllocateSpec(_Section):
+    """mode allocate: the allocation agent (spec livestream.md §3) and the sizes of the platform it serves."""
+
+    variant: Literal["sl-mgac", "actor-critic", "dqn"] = Field(
+        "sl-mgac", description="SL-MGAC, or one of its learned baselines (plain actor-critic, DQN)."
+    )
+    groups: int = Field(ge=1, le=64, description="User activity groups (requests carry group < groups).")
+    streamers: int = Field(
+        ge=1, le=10_000_000, description="Streamer ids the agent embeds (requests carry ids < streamers)."
+    )
+    seed: int = Field(0, ge=0, description="Seeds the networks and the exploration draws.")
+    config: dict[str, float | int | bool | None] = Field(
+        default_factory=dict,
+        description="Overrides of learners.allocation.AllocationConfig, e.g. {explore: 0.05, app_floor: 600}.",
+    )
+
+
 class RecommendSpec(_Section):
     """mode recommend: which interactions extend a user's stream, where the live rooms come from, and the rolling
     caches (``sinks + window`` streamers per user, ``slots`` users at once)."""
@@ -423,6 +446,7 @@ class PipelineSpec(_Section):
     sequence: SequenceSpec | None = Field(None, description="mode sequence only (defaults apply when left out).")
     frames: FramesSpec | None = Field(None, description="mode frames only (defaults apply when left out).")
     recommend: RecommendSpec | None = Field(None, description="mode recommend only (defaults apply when left out).")
+    allocate: AllocateSpec | None = Field(None, description="mode allocate only (required there).")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @model_validator(mode="before")
@@ -535,6 +559,10 @@ class PipelineSpec(_Section):
             problems.extend(self._recommend_problems())
         if mode != "recommend" and self.recommend is not None:
             problems.append(f"recommend is only used in mode 'recommend' (got mode {mode!r}); remove it")
+        if mode == "allocate":
+            problems.extend(self._allocate_problems())
+        if mode != "allocate" and self.allocate is not None:
+            problems.append(f"allocate is only used in mode 'allocate' (got mode {mode!r}); remove it")
         if mode == "relay" and registry is not None:
             problems.append("registry is not used in mode 'relay'; remove it")
         if mode == "relay" and self.monitor is not None:
@@ -571,6 +599,28 @@ class PipelineSpec(_Section):
                 f"limits.max_message_bytes {self.limits.max_message_bytes}, so every frame would be a dead letter; "
                 f"raise limits.max_message_bytes above {pixel_bytes}"
             )
+        return problems
+
+    def _allocate_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.input.schema_name != ALLOCATE_SCHEMA:
+            problems.append(
+                f"mode 'allocate' reads {ALLOCATE_SCHEMA} (got input.schema {self.input.schema_name!r}); "
+                "point it at the feed's requests topic such as live.requests"
+            )
+        if self.allocate is None:
+            problems.append(
+                "mode 'allocate' needs an allocate section with the platform's sizes, e.g. "
+                "allocate: {groups: 3, streamers: 1000}"
+            )
+        op = self.operator
+        if op.use is not None or op.params or op.target is not None:
+            problems.append(
+                "operator.use, params and target are not used in mode 'allocate' (the agent is "
+                "learners.allocation.AllocationAgent, configured by the allocate section); remove them"
+            )
+        if self.monitor is not None:
+            problems.append("monitor is not used in mode 'allocate' (it scores allocation rate and watch time)")
         return problems
 
     def _recommend_problems(self) -> list[str]:

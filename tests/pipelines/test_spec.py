@@ -75,6 +75,7 @@ def test_examples_load_together() -> None:
         "demo",
         "demo-serve",
         "interactions-tpp",
+        "live-allocation",
         "live-recommender",
         "relay",
     ]
@@ -167,7 +168,8 @@ INVALID = [
     ({"operator.use": ...}, "operator.use is required for mode 'learn'"),
     (
         {"operator.mode": "train"},
-        "operator.mode must be one of 'learn', 'serve', 'relay', 'agent', 'sequence', 'frames' or 'recommend' (got "
+        "operator.mode must be one of 'learn', 'serve', 'relay', 'agent', 'sequence', 'frames', 'recommend' or "
+        "'allocate' (got "
         "'train')",
     ),
     ({"operator.parms": {"a": 1}}, "unknown field 'operator.parms' (did you mean 'params'?)"),
@@ -319,6 +321,7 @@ def test_json_schema_is_json_with_the_spec_fields() -> None:
         "sequence",
         "frames",
         "recommend",
+        "allocate",
         "limits",
     }
     assert set(schema["required"]) == {"name", "input", "operator"}
@@ -333,6 +336,7 @@ def test_json_schema_is_json_with_the_spec_fields() -> None:
         "sequence",
         "frames",
         "recommend",
+        "allocate",
     ]
     assert defs["BatchSpec"]["properties"]["max"]["minimum"] == 1
 
