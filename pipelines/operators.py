@@ -59,15 +59,23 @@ __all__ = [
 ]
 
 
-def features_and_label(message: Message, target: str | None) -> tuple[Features, Any]:
+def features_and_label(
+    message: Message,
+    target: str | None,
+    *,
+    labels: Mapping[str, Any] | None = None,
+    exclude: Sequence[str] = (),
+) -> tuple[Features, Any]:
     """Split a message into model features and its label (None when unlabelled).
 
     ``event/v1`` carries both; for other schemas the features are the message's scalar fields plus its feature
-    or context dict, and ``target`` names the field that holds the label.
+    or context dict, and ``target`` names the field that holds the label; ``labels`` maps its values to labels (a
+    value not listed: no label), and the fields in ``exclude`` are dropped.
     """
     if isinstance(message, Event) and target is None:
-        return message.features, message.label
-    fields = message.model_dump(exclude={"ts"})
+        given = message.features
+        return ({k: v for k, v in given.items() if k not in exclude} if exclude else given), message.label
+    fields = message.model_dump(exclude={"ts", *exclude})
     features: Features = {}
     for name, value in fields.items():
         if isinstance(value, Mapping):
@@ -75,6 +83,8 @@ def features_and_label(message: Message, target: str | None) -> tuple[Features, 
         elif isinstance(value, int | float | str | bool):
             features[name] = value
     label = features.pop(target, None) if target else None
+    if labels is not None and label is not None:
+        label = labels.get(str(label))
     return features, label
 
 
@@ -115,8 +125,12 @@ def _answer(
 ) -> BatchResult:
     """Predict each record in order (then learn it when ``learn``), scoring labelled ones; model errors reject."""
     result = BatchResult()
+    op = spec.operator
     for record in records:
-        x, y = features_and_label(record.message, spec.operator.target)
+        x, y = features_and_label(record.message, op.target, labels=op.labels, exclude=op.exclude)
+        if y is None and op.labels is not None:
+            scoreboard.skipped += 1  # a record of a kind the label map leaves out (e.g. a comment for a CTR)
+            continue
         try:
             y_pred, proba = _predict(model, x)
             if learn:
@@ -147,7 +161,8 @@ class LearnerOperator:
         return cls(spec, factory(**spec.operator.params), Scoreboard.from_spec(spec))
 
     def validate(self, message: Message) -> None:
-        """Learning needs a label: an unlabelled record is rejected with reason ``missing_label``."""
+        """Learning needs a label: an unlabelled record is rejected with reason ``missing_label`` (one whose target
+        value ``operator.labels`` does not list is read, counted as skipped and not learned)."""
         _, label = features_and_label(message, self.spec.operator.target)
         if label is None:
             where = f"field {self.spec.operator.target!r}" if self.spec.operator.target else "'label'"
@@ -174,8 +189,9 @@ class LearnerOperator:
         self.learned = state["learned"]
 
     def scores(self) -> dict[str, float]:
-        """Current prequential metrics."""
-        return self.scoreboard.values()
+        """Current prequential metrics (and, with ``operator.labels``, the records skipped as unlabelled)."""
+        values = self.scoreboard.values()
+        return values if self.spec.operator.labels is None else {**values, "skipped": float(self.scoreboard.skipped)}
 
 
 @dataclass

@@ -52,7 +52,11 @@ from pipelines.serialization import dump_state, load_state
 from pipelines.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
-PUBLISHING = (LearnerOperator, SequenceOperator, AllocateOperator)  # operators that learn and publish versions by policy
+PUBLISHING = (
+    LearnerOperator,
+    SequenceOperator,
+    AllocateOperator,
+)  # operators that learn and publish versions by policy
 FOLLOWING = (ServingOperator, RecommendOperator)  # operators that serve the version a registry alias points to
 LATENCY_WINDOW = 2048  # recent event-to-output latencies kept for the dashboard's p99
 

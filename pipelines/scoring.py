@@ -15,11 +15,15 @@ from pipelines.spec import PipelineSpec
 
 METRICS: dict[str, Callable[[], Any]] = {
     "accuracy": metrics.Accuracy,
+    "auc": metrics.ROCAUC,
     "kappa_m": KappaM,
     "log_loss": metrics.LogLoss,
     "mae": metrics.MAE,
     "rmse": metrics.RMSE,
 }
+
+
+PROBABILISTIC = ("log_loss", "auc")  # metrics of the predicted probability of the positive class
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Scoreboard:
     metrics: dict[str, Any]
     monitor: DriftMonitor | None
     labelled: int = 0
+    skipped: int = 0  # records read but not scored: operator.labels gives their target value no label
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec) -> Scoreboard:
@@ -46,7 +51,7 @@ class Scoreboard:
         """Score one prediction; the drift monitor gets its error."""
         self.labelled += 1
         for name, metric in self.metrics.items():
-            if name == "log_loss":
+            if name in PROBABILISTIC:
                 if proba is not None:
                     metric.update(y_true, proba.get(True, proba.get(1, 0.0)))
             elif y_pred is not None:

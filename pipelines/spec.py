@@ -80,7 +80,7 @@ PRIMARY_OUTPUTS: dict[str, str] = {  # else "predictions"
 }
 FOLLOWING_MODES = ("serve", "recommend")  # modes that take their model from a registry alias
 Detector = Literal["adwin", "page_hinkley", "kswin", "ddm", "none"]
-Metric = Literal["accuracy", "kappa_m", "log_loss", "mae", "rmse"]
+Metric = Literal["accuracy", "auc", "kappa_m", "log_loss", "mae", "rmse"]
 
 
 class SpecError(ValueError):
@@ -179,6 +179,15 @@ class OperatorSpec(_Section):
         None,
         description="Name of the field holding the label. Optional for schema event/v1 (Event.label); "
         "required in mode learn for other schemas.",
+    )
+    labels: dict[str, bool | int | str] | None = Field(
+        None,
+        description="mode learn: the label for each value of the target field, e.g. {click: true, impression: "
+        "false} with target: kind; records whose target value is not listed are read and counted but not learned.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="mode learn and serve: fields the model must not see, e.g. [value] when it reveals the label.",
     )
     mode: Mode = Field(
         "learn",
@@ -511,6 +520,10 @@ class PipelineSpec(_Section):
         mode, op, registry = self.operator.mode, self.operator, self.registry
         if mode == "learn" and op.use is None:
             problems.append("operator.use is required for mode 'learn' (e.g. use: river.tree:HoeffdingTreeClassifier)")
+        if op.labels is not None and (mode != "learn" or op.target is None):
+            problems.append("operator.labels needs mode 'learn' and operator.target, the field whose values it maps")
+        if op.labels is not None and not op.labels:
+            problems.append("operator.labels is empty; map at least one target value to a label, or remove it")
         if mode == "learn" and op.target is None and self.input.schema_name != LABEL_SCHEMA:
             problems.append(
                 f"operator.target is required for input.schema {self.input.schema_name!r} in mode 'learn': "

@@ -76,6 +76,7 @@ def test_examples_load_together() -> None:
         "demo-serve",
         "interactions-tpp",
         "live-allocation",
+        "live-ctr",
         "live-recommender",
         "relay",
     ]
