@@ -202,14 +202,15 @@ class AllocateOperator:
 
     def scores(self) -> dict[str, float]:
         """Allocation rate over the recent decisions; live watch and app time per recent finished session, with
-        the app-time floor the constraint protects (0 when none); the Lagrange multiplier; counts."""
+        the app-time floor the constraint protects (0 when none), named ``session_*`` so the dashboard draws them on
+        one chart; the Lagrange multiplier; counts."""
         live = [s[0] for s in self.sessions]
         app = [s[1] for s in self.sessions]
         return {
             "allocation_rate": sum(self.recent) / len(self.recent) if self.recent else 0.0,
-            "live_seconds_per_session": float(np.mean(live)) if live else 0.0,
-            "app_seconds_per_session": float(np.mean(app)) if app else 0.0,
-            "app_floor_seconds": self.agent.config.app_floor or 0.0,
+            "session_live_seconds": float(np.mean(live)) if live else 0.0,
+            "session_app_seconds": float(np.mean(app)) if app else 0.0,
+            "session_app_floor_seconds": self.agent.config.app_floor or 0.0,
             "lagrange_multiplier": float(self.agent.lagrange.value),
             "decisions": float(self.decisions),
             "unmatched_outcomes": float(self.unmatched),

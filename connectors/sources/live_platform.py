@@ -37,6 +37,10 @@ Every session starts unfatigued. A session that starts before ``hours`` runs to 
 for a day more, and a session still running past that is cut). The reward of a session is its live watch time
 plus ``video_weight`` times its short-video time (see :mod:`~connectors.sources.live_platform_optimal`).
 
+**Stepwise play.** :class:`SessionPlay` plays a session one decision at a time for an outside driver: what
+:class:`~connectors.sources.live_feed.LiveFeed` does to let an allocation service decide over the bus, and what
+:meth:`LivePlatform.run` does with a policy in-process.
+
 >>> platform = LivePlatform(LivePlatformConfig(users=20, streamers=6, hours=6.0), seed=3)
 >>> log = platform.run(Threshold(0.2))
 >>> len(log.sessions), len(log.decisions), int(log.decisions.inserted.sum()), len(log.kuailive.tables["click"])
@@ -57,11 +61,12 @@ for Live Streaming Recommendation. arXiv:2508.05633.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -395,16 +400,100 @@ class LivePlatformLog:
     __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass
-class _Recorder:
-    """Rows gathered while simulating, turned into tables at the end."""
+@dataclass(frozen=True)
+class ScheduledSession:
+    """A session of the platform's schedule: ``index``, its position in :meth:`LivePlatform.session_schedule`
+    (user by user, each user's in start order: the order :meth:`LivePlatform.run` plays them in), the ``user``, the
+    user's session ``number`` (which seeds the session's draws) and its ``start`` (seconds from time 0)."""
 
-    interactions: dict[str, list[tuple[int, ...]]] = field(
-        default_factory=lambda: {name: [] for name in INTERACTION_KINDS}
-    )
-    decisions: list[tuple[Any, ...]] = field(default_factory=list)
-    sessions: list[tuple[Any, ...]] = field(default_factory=list)
-    last_ms: int = 0
+    index: int
+    user: int
+    number: int
+    start: float
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    """What followed a decision until the session's next decision or its end: whether the user ``clicked`` the live
+    card, the ``live_seconds`` watched, the ``video_seconds`` of short videos (over every request up to the next
+    decision, also those without a live room) and whether the session then ended by the user's choice (``exited``;
+    False at the last decision of a session cut at the schedule's end)."""
+
+    clicked: bool
+    live_seconds: float
+    video_seconds: float
+    exited: bool
+
+
+class DecisionPoint(NamedTuple):
+    """A decision a session waits for: its ``time`` (seconds from time 0), what the policy sees (``state``) and the
+    outcome of the session's ``previous`` decision (None at the first)."""
+
+    time: float
+    state: RequestState
+    previous: DecisionOutcome | None
+
+
+Answer = tuple[float, bool | None]
+"""What a session is told at a decision: the insert probability, and the decision when the driver made it (None:
+the session draws it with that probability)."""
+
+
+class SessionPlay:
+    """One session played decision by decision, for a driver that answers each decision when it can.
+
+    :attr:`request` is the decision the session waits for (None once the session has ended); :meth:`answer` gives
+    the insert probability, and the decision itself when the driver made it, and plays on to the next decision.
+    :meth:`LivePlatform.run` answers from a policy in-process; :class:`~connectors.sources.live_feed.LiveFeed` plays
+    many sessions at once against an allocation service over the bus. Both play sessions with this code, so a
+    session told the same decisions has the same outcome whoever decides: the session draws the uniform that decides
+    in :meth:`LivePlatform.run` even when the driver decides, keeping its later draws where they were.
+
+    Until it ends, the session's rows accumulate: :attr:`interactions` (``(file, row)`` in simulation order, a row
+    of ``click.csv``, ``negative.csv``...) and :attr:`decisions` (:class:`Decisions` rows but for the ``session``
+    column, which :meth:`LivePlatform.log` fills); at its end :attr:`end` (seconds from time 0), :attr:`outcome` (of
+    the last decision, None when there was none) and :attr:`totals` (its :class:`Sessions` row) are set.
+
+    >>> platform = LivePlatform(LivePlatformConfig.small(), seed=1)
+    >>> play = SessionPlay(platform, platform.session_schedule()[5])
+    >>> play.request.time, play.request.state.streamer, play.request.previous
+    (12477.566..., 2, None)
+    >>> while play.request is not None:  # the driver decides: insert where a click is likely
+    ...     inserted = play.request.state.click_probability > 0.2
+    ...     _ = play.answer(float(inserted), inserted)
+    >>> len(play.decisions), play.outcome
+    (5, DecisionOutcome(clicked=False, live_seconds=0.0, video_seconds=22.475..., exited=True))
+    """
+
+    def __init__(self, platform: LivePlatform, session: ScheduledSession) -> None:
+        self.session = session
+        self.group = int(platform.user_group[session.user])
+        self.interactions: list[tuple[str, tuple[int, ...]]] = []
+        self.decisions: list[tuple[Any, ...]] = []
+        self.end: float | None = None
+        self.outcome: DecisionOutcome | None = None
+        self.totals: tuple[Any, ...] | None = None
+        self._steps = platform._play(self)
+        self.request: DecisionPoint | None = next(self._steps, None)
+
+    def answer(self, probability: float, inserted: bool | None = None) -> DecisionPoint | None:
+        """Decide :attr:`request`: insert with ``probability`` (drawn here), or as ``inserted`` says when the driver
+        decided (with ``probability`` the chance it gave that). Returns the next decision, None at the session's end.
+        """
+        if self.request is None:
+            raise RuntimeError(f"session {self.session.index} of user {self.session.user} has ended: nothing to answer")
+        if not 0.0 <= probability <= 1.0:  # also refuses NaN
+            raise ValueError(f"an insert probability is a number in [0, 1] (got {probability!r})")
+        if inserted is not None and probability == (0.0 if inserted else 1.0):
+            raise ValueError(
+                f"inserted={inserted} with insert probability {probability}: the action taken must have had a "
+                "positive probability"
+            )
+        try:
+            self.request = self._steps.send((probability, inserted))
+        except StopIteration:
+            self.request = None
+        return self.request
 
 
 class LivePlatform:
@@ -550,24 +639,36 @@ class LivePlatform:
         rate = self.config.groups[int(self.user_group[user])].sessions_per_day / _DAY
         return np.sort(rng.uniform(0.0, self.horizon, size=rng.poisson(rate * self.horizon)))
 
-    def run(self, policy: Policy) -> LivePlatformLog:
-        """Play ``policy`` on every user's sessions; the logs, decisions and sessions of the run."""
-        recorder = _Recorder()
+    def session_schedule(self) -> list[ScheduledSession]:
+        """Every session of the run, user by user and each user's in start order: the order :meth:`run` plays."""
+        schedule: list[ScheduledSession] = []
         for user in range(self.config.users):
             for number, start in enumerate(self.session_starts(user).tolist()):
-                self._session(policy, user, start, self._rng("play", user, number), recorder)
-        return self._log(recorder)
+                schedule.append(ScheduledSession(len(schedule), user, number, start))
+        return schedule
 
-    def _session(self, policy: Policy, user: int, start: float, rng: np.random.Generator, recorder: _Recorder) -> None:
+    def run(self, policy: Policy) -> LivePlatformLog:
+        """Play ``policy`` on every user's sessions; the logs, decisions and sessions of the run."""
+        plays = []
+        for session in self.session_schedule():
+            play = SessionPlay(self, session)
+            while play.request is not None:
+                play.answer(insert_probability(policy, play.request.state))
+            plays.append(play)
+        return self.log(plays)
+
+    def _play(self, play: SessionPlay) -> Generator[DecisionPoint, Answer, None]:
+        """The session of ``play``, yielding at each decision and told the answer (see :class:`SessionPlay`)."""
         config = self.config
-        group = int(self.user_group[user])
+        user, group = play.session.user, play.group
         params = config.groups[group]
         levels = config.fatigue_levels
-        session = len(recorder.sessions)
+        rng = self._rng("play", user, play.session.number)
         match = self.match[user]
-        now, level = start, 0
+        now, level = play.session.start, 0
         requests = decisions = allocations = clicks = 0
         live_total = video_total = 0.0
+        outcome: DecisionOutcome | None = None
         while now < self.schedule_end:
             requests += 1
             streamers, rooms = self.live_at(now)
@@ -581,19 +682,20 @@ class LivePlatform:
                 streamer, room, ctr = int(streamers[top]), int(rooms[top]), float(ctrs[top])
                 fatigue = level / levels
                 state = RequestState(user, group, fatigue, tuple(streamers.tolist()), streamer, ctr)
-                probability = insert_probability(policy, state)
-                inserted = bool(rng.random() < probability)
+                probability, decided = yield DecisionPoint(now, state, outcome)
+                drawn = bool(rng.random() < probability)
+                inserted = drawn if decided is None else decided
                 clicked = inserted and bool(rng.random() < ctr * (1.0 - fatigue))
                 if clicked:
                     watched = min(rng.exponential(params.watch_seconds), float(self.room_end[room]) - now)
-                    self._watch(recorder, rng, (user, room, streamer), now, watched, float(match[streamer]))
+                    self._watch(play, rng, (user, room, streamer), now, watched, float(match[streamer]))
                 elif inserted:
-                    recorder.interactions["negative"].append((user, room, streamer, self._ms(now)))
+                    play.interactions.append(("negative", (user, room, streamer, self.epoch_ms(now))))
                 if inserted:
                     video_mean *= 1.0 - config.slot_share
                 allocations += inserted
                 clicks += clicked
-                decision = (self._ms(now), user, group, session, streamer, room, fatigue, ctr, probability)
+                decision = (self.epoch_ms(now), user, group, streamer, room, fatigue, ctr, probability)
             level = min(level + 1, levels) if inserted else max(level - 1, 0)
             video = rng.exponential(video_mean)
             now += watched + video
@@ -601,17 +703,28 @@ class LivePlatform:
             video_total += video
             exited = bool(rng.random() < params.exit_probability + config.fatigue_exit * level / levels)
             if decision:
-                recorder.decisions.append((*decision, inserted, clicked, watched, video, exited))
+                play.decisions.append((*decision, inserted, clicked, watched, video, exited))
+                outcome = DecisionOutcome(clicked, watched, video, exited)
+            elif outcome is not None:
+                outcome = dataclasses.replace(outcome, video_seconds=outcome.video_seconds + video, exited=exited)
             if exited:
                 break
-        recorder.last_ms = max(recorder.last_ms, self._ms(now))
-        recorder.sessions.append(
-            (user, group, self._ms(start), requests, decisions, allocations, clicks, live_total, video_total)
+        play.end, play.outcome = now, outcome
+        play.totals = (
+            user,
+            group,
+            self.epoch_ms(play.session.start),
+            requests,
+            decisions,
+            allocations,
+            clicks,
+            live_total,
+            video_total,
         )
 
     def _watch(
         self,
-        recorder: _Recorder,
+        play: SessionPlay,
         rng: np.random.Generator,
         row: tuple[int, int, int],
         now: float,
@@ -619,7 +732,7 @@ class LivePlatform:
         match: float,
     ) -> None:
         """Log a click and what the user does in the room while watching (Poisson in time, scaled by the match)."""
-        recorder.interactions["click"].append((*row, self._ms(now), round(watched * _MS)))
+        play.interactions.append(("click", (*row, self.epoch_ms(now), round(watched * _MS))))
         minutes = watched / 60.0 * match
         config = self.config
         for name, rate in (
@@ -628,33 +741,54 @@ class LivePlatform:
             ("gift", config.gifts_per_minute),
         ):
             times = np.sort(rng.uniform(now, now + watched, size=rng.poisson(rate * minutes)))
-            for time_ms in map(self._ms, times.tolist()):
+            for time_ms in map(self.epoch_ms, times.tolist()):
                 if name == "gift":
                     price = GIFT_PRICES[int(rng.choice(len(GIFT_PRICES), p=_GIFT_WEIGHTS))]
-                    recorder.interactions[name].append((*row, time_ms, price))
+                    play.interactions.append((name, (*row, time_ms, price)))
                 else:
-                    recorder.interactions[name].append((*row, time_ms))
+                    play.interactions.append((name, (*row, time_ms)))
 
-    def _ms(self, t: float) -> int:
+    def epoch_ms(self, t: float) -> int:
+        """The epoch time (ms) of ``t`` seconds from time 0: how every log and message tells time."""
         return self.config.start_ms + round(t * _MS)
 
-    def _log(self, recorder: _Recorder) -> LivePlatformLog:
+    def log(self, plays: Sequence[SessionPlay]) -> LivePlatformLog:
+        """The logs of these ended sessions, which take the positions they have in ``plays`` (:meth:`run` gives
+        them all, in schedule order); the room table holds the rooms started by the last session's end (or by
+        ``hours``, if later)."""
+        interactions: dict[str, list[tuple[int, ...]]] = {name: [] for name in INTERACTION_KINDS}
+        decisions: list[tuple[Any, ...]] = []
+        sessions: list[tuple[Any, ...]] = []
+        for position, play in enumerate(plays):
+            if play.totals is None:
+                raise ValueError(
+                    f"session {play.session.index} (user {play.session.user}) has not ended; a log holds ended "
+                    "sessions only"
+                )
+            for name, row in play.interactions:
+                interactions[name].append(row)
+            decisions += [(*row[:3], position, *row[3:]) for row in play.decisions]
+            sessions.append(play.totals)
+        last = max((play.end for play in plays if play.end is not None), default=0.0)
         rooms = int(
-            np.searchsorted(self.room_start, max(self.horizon, (recorder.last_ms - self.config.start_ms) / _MS))
+            np.searchsorted(self.room_start, max(self.horizon, (self.epoch_ms(last) - self.config.start_ms) / _MS))
         )
         tables: dict[str, KuaiLiveTable] = {}
-        for name, rows in recorder.interactions.items():
+        for name, rows in interactions.items():
             rows.sort(key=lambda row: row[3])  # by timestamp; the sort is stable, so ties keep simulation order
             tables[name] = KuaiLiveTable.from_rows(name, rows)
-        tables["room"] = self._room_table(rooms)
+        tables["room"] = self.room_table(rooms)
         tables["user"], tables["streamer"] = _profiles(self, self._rng("profiles", 0))
-        decisions = Decisions(*_arrays(recorder.decisions, "iiiiiifffbbffb"))
-        sessions = Sessions(*_arrays(recorder.sessions, "iiiiiiiff"))
-        return LivePlatformLog(KuaiLiveLogs(tables, self._titles[:rooms]), decisions, sessions)
+        return LivePlatformLog(
+            KuaiLiveLogs(tables, self._titles[:rooms]),
+            Decisions(*_arrays(decisions, "iiiiiifffbbffb")),
+            Sessions(*_arrays(sessions, "iiiiiiiff")),
+        )
 
-    def _room_table(self, rooms: int) -> KuaiLiveTable:
-        start = np.array([self._ms(t) for t in self.room_start[:rooms].tolist()], dtype=np.int64)
-        end = np.array([self._ms(t) for t in self.room_end[:rooms].tolist()], dtype=np.int64)
+    def room_table(self, rooms: int) -> KuaiLiveTable:
+        """``room.csv`` of the first ``rooms`` rooms (by start; ``live_id`` is the row)."""
+        start = np.array([self.epoch_ms(t) for t in self.room_start[:rooms].tolist()], dtype=np.int64)
+        end = np.array([self.epoch_ms(t) for t in self.room_end[:rooms].tolist()], dtype=np.int64)
         days = np.datetime_as_string(
             (start + _CHINA // datetime.timedelta(milliseconds=1)).astype("datetime64[ms]"), "D"
         )

@@ -65,8 +65,7 @@ function section(name) {
   node = document.createElement("section");
   node.className = "pipeline";
   node.id = `pipeline-${name}`;
-  node.innerHTML = `<h2>${name}</h2><div class="facts"></div><div class="charts">
-    <figure><canvas data-chart="score"></canvas><figcaption>prequential score (dashed red: drift alarms)</figcaption></figure>
+  node.innerHTML = `<h2>${name}</h2><div class="facts"></div><div class="charts"><div class="families"></div>
     <figure><canvas data-chart="shares"></canvas><figcaption>expert shares</figcaption></figure>
     <figure><canvas data-chart="rate"></canvas><figcaption>events/s</figcaption></figure>
     <figure><canvas data-chart="lag"></canvas><figcaption>consumer lag</figcaption></figure>
@@ -74,6 +73,30 @@ function section(name) {
   </div>`;
   document.getElementById("pipelines").appendChild(node);
   return node;
+}
+
+// Scores grouped by the first word of their names, one chart each (first in the grid): "session_live_seconds" and
+// "session_app_floor_seconds" share the "session" chart, "auc" has its own.
+function families(scores) {
+  const groups = {};
+  for (const key of Object.keys(scores)) (groups[key.split("_")[0]] ||= []).push(key);
+  return groups;
+}
+
+function familyCharts(node, groups) {
+  const holder = node.querySelector(".families");
+  for (const [family, keys] of Object.entries(groups)) {
+    let canvas = holder.querySelector(`canvas[data-family="${family}"]`);
+    if (!canvas) {
+      const figure = document.createElement("figure");
+      figure.innerHTML = `<canvas data-family="${family}"></canvas><figcaption></figcaption>`;
+      holder.appendChild(figure);
+      canvas = figure.querySelector("canvas");
+    }
+    canvas.nextElementSibling.innerHTML = keys
+      .map((key, k) => `<span style="color:${COLORS[k % COLORS.length]}">${key.replaceAll("_", " ")}</span>`)
+      .join(" · ");
+  }
 }
 
 function render(name, points) {
@@ -91,14 +114,19 @@ function render(name, points) {
     `<span class="${last.drifts ? "alarm" : ""}" data-drift-alarms="${last.drifts || 0}" ` +
     `data-alarm-positions="${positions.join(",")}">${last.drifts || 0} drift alarms${where}</span> · ` +
     `lag <b>${last.lag ?? 0}</b> · model versions <b data-versions>${versions.join(", ") || "none"}</b> · ` +
-    `dead letters <b>${last.dead_letters || 0}</b>`;
+    `dead letters <b>${last.dead_letters || 0}</b> · <span class="legend">dashed red lines: drift alarms</span>`;
   const chart = (kind) => node.querySelector(`canvas[data-chart="${kind}"]`);
-  draw(chart("score"), points, metric ? [{ value: (p) => (p.scores || {})[metric] ?? null }] : [], alarms);
   const experts = Object.keys(last.expert_shares || {});
   draw(chart("shares"), points, experts.map((e) => ({ value: (p) => (p.expert_shares || {})[e] ?? null })), alarms);
   draw(chart("rate"), points, [{ value: (p) => p.rate }], alarms);
   draw(chart("lag"), points, [{ value: (p) => p.lag }], alarms);
   draw(chart("p99"), points, [{ value: (p) => p.p99_ms }], alarms);
+  const groups = families(scores);
+  familyCharts(node, groups);
+  for (const [family, keys] of Object.entries(groups)) {
+    const canvas = node.querySelector(`canvas[data-family="${family}"]`);
+    draw(canvas, points, keys.map((key) => ({ value: (p) => (p.scores || {})[key] ?? null })), alarms);
+  }
 }
 
 async function refresh() {

@@ -19,6 +19,7 @@ from connectors.sources import (
     LivePlatformConfig,
     LivePlatformLog,
     RequestState,
+    SessionPlay,
     StreamerOffline,
     TabularPolicy,
     Threshold,
@@ -254,6 +255,36 @@ def test_a_policy_must_return_a_probability(platform: LivePlatform, mdp: Allocat
 def test_bad_configurations_say_what_to_fix(changes: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         LivePlatformConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_sessions_played_step_by_step_in_any_order_make_the_run_of_the_same_decisions(small: LivePlatform) -> None:
+    """A driver that decides itself and interleaves the users' sessions by time (as the live feed does) gets the
+    run's log: each session draws from its own seed, and draws the deciding uniform whoever decides."""
+    policy = Threshold(0.2)
+    plays = [SessionPlay(small, session) for session in small.session_schedule()]
+    waiting = [play for play in plays if play.request is not None]
+    assert len(waiting) > 50
+    while waiting:
+        play = min(waiting, key=lambda play: play.request.time if play.request else math.inf)
+        assert play.request is not None
+        probability = policy(play.request.state)
+        if play.answer(probability, inserted=probability >= 0.5) is None:
+            waiting.remove(play)
+    assert small.log(plays) == small.run(policy)
+
+
+def test_a_session_refuses_answers_it_cannot_take(small: LivePlatform) -> None:
+    play = next(p for p in (SessionPlay(small, s) for s in small.session_schedule()) if p.request is not None)
+    with pytest.raises(ValueError, match=r"an insert probability is a number in \[0, 1\] \(got 1.5\)"):
+        play.answer(1.5)
+    with pytest.raises(ValueError, match="the action taken must have had a positive probability"):
+        play.answer(0.0, inserted=True)
+    with pytest.raises(ValueError, match="has not ended; a log holds ended sessions only"):
+        small.log([play])
+    while play.request is not None:
+        play.answer(0.0)
+    with pytest.raises(RuntimeError, match="has ended: nothing to answer"):
+        play.answer(0.5)
 
 
 # -- drift events ----------------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_each_request_with_a_candidate_gets_one_allocation_and_each_outcome_is_l
     assert operator.unmatched == 0 and not operator.pending  # every session of the run ended
     scores = operator.scores()
     assert 0 < scores["allocation_rate"] < 1 and scores["decisions"] == len(asked)
-    assert 0 < scores["live_seconds_per_session"] < scores["app_seconds_per_session"]
+    assert 0 < scores["session_live_seconds"] < scores["session_app_seconds"]
     after = list(operator.agent.student.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))  # the student was distilled
 
