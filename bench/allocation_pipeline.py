@@ -1,14 +1,12 @@
 """The allocation pipeline over the bus: decisions per second and decision latency of ``eddy run`` on
-``pipelines/examples/live-allocation.yaml`` (SL-MGAC learning online, its student answering), at fixed request rates.
+``pipelines/examples/live-allocation.yaml`` (SL-MGAC learning online from every outcome, its student answering).
 
-The requests replay a simulated day of the live platform (``LivePlatformConfig(users=1000)``, every decision with
-the outcome of the user's previous one, and a last request at each session's end), produced to ``live.requests`` at
-a steady rate (open loop: a request goes out at its time whether or not earlier ones were answered, as a feed server
-sends them). A consumer beside the producer reads ``live.allocations``; a decision's latency is the wall time from
-sending its request to receiving its answer: broker, worker (learning included) and broker again, the delay a
-feed server would see. One worker process (one torch thread), the embedded Tansu and redis-server, all on the
-machine's cores; the outcomes are the logged ones (open loop), so this measures speed, not policy quality
-(``python -m bench.allocation`` scores policies).
+The simulator's feed (:class:`connectors.sources.live_feed.LiveFeed`, ``LivePlatformConfig(users=1000)``) plays the
+live platform in closed loop, as a feed server would: each session's next request goes out once its previous one
+was answered, many sessions in flight, paced in event time so that requests arrive at the chosen rate. A decision's
+latency is the wall time from its request's record timestamp (set when the feed sent it) to the moment a consumer
+beside the feed received its allocation: broker, worker (learning included) and broker again. One worker process
+(one torch thread), the embedded Tansu and redis-server, all on this machine's cores.
 """
 
 from __future__ import annotations
@@ -20,19 +18,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
-from kafka import KafkaConsumer
 
 from bench.report import percentile, write_section
 from connectors.bus import KafkaBus
 from connectors.embedded import REDIS, TANSU, ServiceProcess, free_port
 from connectors.messages import FeedRequest, decode, encode
-from connectors.sources.live_platform import LivePlatformConfig
-from connectors.sources.live_requests import simulated_requests
+from connectors.sources.live_feed import LiveFeed
+from connectors.sources.live_platform import LivePlatform, LivePlatformConfig, always
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "live-allocation.yaml"
 EDDY = str(Path(sys.executable).parent / "eddy")
@@ -42,25 +37,25 @@ SECONDS = 20.0
 GOAL_P99_MS = 20.0
 
 
-def _send(bus: KafkaBus, topic: str, requests: list[FeedRequest], rate: float, sent: dict[str, float]) -> None:
-    """Produce ``requests`` at ``rate`` per second, recording each one's send time."""
-    producer = bus.producer(linger_ms=0)
-    start = time.perf_counter()
-    for i, request in enumerate(requests):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)  # pacing the open-loop load, not waiting for a result
-        sent[request.request] = time.perf_counter()
-        producer.send(topic, encode(request), key=str(request.user).encode())
-    producer.flush()
-    producer.close()
+def _listen(bus: KafkaBus, topic: str, received: dict[str, float], stop: threading.Event) -> None:
+    """Record the wall time (epoch ms) each allocation arrives, by request id, until ``stop``."""
+    consumer = bus.consumer(topic, from_beginning=False, fetch_max_wait_ms=5)
+    try:
+        while not stop.is_set():
+            for records in consumer.poll(50).values():
+                now_ms = time.time() * 1000.0
+                for record in records:
+                    received.setdefault(decode(record.value, "allocation/v1").request, now_ms)  # type: ignore[attr-defined]
+    finally:
+        consumer.close()
 
 
-def measure(requests: list[FeedRequest], rate: float, workdir: Path) -> dict[str, float]:
-    """Start one worker of the example pipeline, send ``requests`` at ``rate``/s and return the figures."""
+def measure(platform: LivePlatform, rate: float, seconds: float, workdir: Path) -> dict[str, float]:
+    """Start one worker of the example pipeline, play ``seconds`` of the feed at ``rate`` requests/s, return the
+    figures."""
     spec = yaml.safe_load(EXAMPLE.read_text())
     spec.pop("registry", None)  # publishing is not what is measured
-    spec["allocate"]["streamers"] = LivePlatformConfig().streamers
+    spec["allocate"]["streamers"] = platform.config.streamers
     spec_path = workdir / "allocation.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     source, sink = spec["input"]["topics"][0], spec["outputs"]["allocations"]
@@ -68,89 +63,80 @@ def measure(requests: list[FeedRequest], rate: float, workdir: Path) -> dict[str
     redis = ServiceProcess(REDIS, workdir / "redis", free_port()).start()
     bus = KafkaBus(broker.url)
     bus.create_topics([source, sink, f"{spec['name']}.dlq"], PARTITIONS)
+    bus.create_topics(["live.interactions", "live.rooms"])
     env = {**os.environ, "EDDY_BROKER": broker.url, "EDDY_STATE": redis.url, "EDDY_HOME": str(workdir / "home")}
     env["EDDY_TORCH_THREADS"] = "1"
     worker = subprocess.Popen(
         [EDDY, "run", str(spec_path), "--port", str(free_port())], env=env, stderr=(workdir / "worker.log").open("ab")
     )
-    decisions = [r for r in requests if r.streamer is not None]
-    latencies: list[float] = []
-    received: list[float] = []
-    sent: dict[str, float] = {}
-    consumer = bus.consumer(sink, from_beginning=False, fetch_max_wait_ms=5)
+    received: dict[str, float] = {}
+    stop = threading.Event()
+    listener = threading.Thread(target=_listen, args=(bus, sink, received, stop))
+    listener.start()
     try:
         warm = FeedRequest(request="warm-up", user=0, session=0, group=0, live=[0], streamer=0)
         bus.produce(source, [encode(warm)], keys=[b"0"])
-        if not _wait_for(consumer, lambda a: a.request == "warm-up", timeout_s=300):
-            raise RuntimeError(f"the worker never answered; see {workdir / 'worker.log'}")
-        sender = threading.Thread(target=_send, args=(bus, source, requests, rate, sent))
-        sender.start()
-        deadline = time.monotonic() + len(requests) / rate + 120
-        while len(latencies) < len(decisions) and time.monotonic() < deadline:
-            for records in consumer.poll(50).values():
-                now = time.perf_counter()
-                for record in records:
-                    answer = decode(record.value, "allocation/v1")
-                    if answer.request in sent:  # type: ignore[attr-defined]
-                        latencies.append(1000.0 * (now - sent[answer.request]))  # type: ignore[attr-defined]
-                        received.append(now)
-        sender.join()
+        deadline = time.monotonic() + 300
+        while "warm-up" not in received:  # the worker has joined its group and answers
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker never answered; see {workdir / 'worker.log'}")
+            stop.wait(0.1)
+        density = len(platform.run(always).decisions) / (platform.config.hours * 3600.0)  # decisions per event s
+        speed = rate / density
+        feed = LiveFeed(
+            bus, platform, speed=speed, max_in_flight=1024, timeout_s=5.0, until_hours=seconds * speed / 3600
+        )
+        started = time.monotonic()
+        status = feed.run()
+        elapsed = time.monotonic() - started
+        requests = {decode(r.value, "feed-request/v1").request: r.timestamp for r in bus.read(source, timeout_s=5)}  # type: ignore[attr-defined]
     finally:
-        consumer.close()
+        stop.set()
+        listener.join()
         worker.terminate()
         worker.wait(60)
         broker.stop()
         redis.stop()
-    if len(latencies) < len(decisions):
-        raise RuntimeError(f"{len(latencies)} of {len(decisions)} requests were answered; see the worker log")
+    latencies = [received[r] - sent for r, sent in requests.items() if r in received and r != "warm-up"]
+    if not latencies:
+        raise RuntimeError(f"no request was answered; see {workdir / 'worker.log'}")
     return {
         "rate": rate,
-        "requests": float(len(requests)),
-        "decisions": float(len(decisions)),
-        "decisions_per_s": (len(received) - 1) / (max(received) - min(received)),
+        "requests": float(status.requests),
+        "answered_per_s": status.answered / elapsed,
+        "timeouts": float(status.timeouts),
         "p50_ms": percentile(latencies, 0.5),
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": max(latencies),
     }
 
 
-def _wait_for(consumer: KafkaConsumer, match: Callable[[Any], bool], timeout_s: float) -> bool:
-    """Poll ``consumer`` until an allocation satisfying ``match`` arrives (False after ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for records in consumer.poll(200).values():
-            if any(match(decode(r.value, "allocation/v1")) for r in records):
-                return True
-    return False
-
-
 def run(rates: tuple[int, ...] = RATES, seconds: float = SECONDS, users: int = 1000) -> str:
     """Measure at each rate; write the section ``allocation-pipeline`` of docs/benchmarks.md and return it."""
-    requests = simulated_requests(LivePlatformConfig(users=users))
+    platform = LivePlatform(LivePlatformConfig(users=users), seed=0)
     rows = []
     for rate in rates:
-        batch = requests[: int(rate * seconds)]
         with tempfile.TemporaryDirectory(prefix="eddy-bench-allocation-") as tmp:
-            rows.append(measure(batch, rate, Path(tmp)))
+            rows.append(measure(platform, rate, seconds, Path(tmp)))
         r = rows[-1]
-        print(f"{rate}/s: {r['decisions_per_s']:,.0f} decisions/s, p99 {r['p99_ms']:.1f} ms", file=sys.stderr)
+        print(f"{rate}/s: {r['answered_per_s']:,.0f} answered/s, p99 {r['p99_ms']:.1f} ms", file=sys.stderr)
     lines = [
-        "`eddy run pipelines/examples/live-allocation.yaml` (SL-MGAC learning online from every reported outcome, "
-        "its distilled student answering; one worker, one torch thread; micro-batches of up to 64 within 2 ms) on "
-        f"a {PARTITIONS}-partition `live.requests` of the embedded Tansu, redis-server beside it, all on this "
-        f"machine's cores. The requests replay a simulated day of {users:,} users (decisions with the previous "
-        f"outcome, session ends), sent open loop at each rate for up to {seconds:.0f} s; latency is the wall time "
-        "from sending a request to receiving its allocation/v1, measured by the sending process "
-        f"(its consumer polls with a 5 ms fetch wait). Goal: p99 ≤ {GOAL_P99_MS:.0f} ms at 1,000 requests/s.",
+        "`eddy run pipelines/examples/live-allocation.yaml` (SL-MGAC learning online from every outcome, its "
+        "distilled student answering; one worker, one torch thread; micro-batches of up to 64 within 2 ms) on a "
+        f"{PARTITIONS}-partition `live.requests` of the embedded Tansu, redis-server beside it, all on this machine's "
+        f"cores. The simulator's feed plays {users:,} users in closed loop (a session's next request waits for its "
+        f"answer; up to 1,024 sessions in flight), paced in event time to each rate for {seconds:.0f} s of wall "
+        "time; latency is from a request's record timestamp to the arrival of its allocation/v1 at a consumer "
+        f"beside the feed (5 ms fetch wait). Goal: p99 ≤ {GOAL_P99_MS:.0f} ms at 1,000 requests/s.",
         "",
-        "| requests/s sent | decisions | decisions/s answered | p50 ms | p99 ms | max ms | goal |",
-        "|---:|---:|---:|---:|---:|---:|---|",
+        "| requests/s paced | requests | answered/s | timeouts | p50 ms | p99 ms | max ms | goal |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         goal = ("met" if r["p99_ms"] <= GOAL_P99_MS else "**not met**") if r["rate"] == 1000 else ""
         lines.append(
-            f"| {r['rate']:,.0f} | {r['decisions']:,.0f} | {r['decisions_per_s']:,.0f} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {goal} |"
+            f"| {r['rate']:,.0f} | {r['requests']:,.0f} | {r['answered_per_s']:,.0f} | {r['timeouts']:,.0f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {goal} |"
         )
     body = "\n".join(lines)
     write_section(
@@ -166,7 +152,7 @@ def main() -> None:
     """``python -m bench.allocation_pipeline [--rates 500,1000,2000] [--seconds 20]``."""
     parser = argparse.ArgumentParser(prog="python -m bench.allocation_pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="request rates to send, per second")
-    parser.add_argument("--seconds", type=float, default=SECONDS, help="seconds of requests at each rate")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="wall seconds of feed at each rate")
     args = parser.parse_args()
     try:
         rates = tuple(int(r) for r in args.rates.split(","))

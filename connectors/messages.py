@@ -290,6 +290,9 @@ class AllocationOutcome(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     request: str = Field(min_length=1, description="The request whose decision this is the outcome of.")
+    inserted: bool = Field(
+        description="The action the feed applied: the answer's, or not inserted when the answer came too late."
+    )
     clicked: bool = Field(description="The user clicked the inserted live card.")
     live_seconds: float = Field(ge=0.0, description="Seconds watched in the live room after the click.")
     video_seconds: float = Field(ge=0.0, description="Seconds of short videos until the next decision or the exit.")

@@ -73,6 +73,7 @@ class AllocateOperator:
     learned: int = 0
     decisions: int = 0
     unmatched: int = 0
+    overridden: int = 0
     version: str | None = None
 
     @classmethod
@@ -125,6 +126,10 @@ class AllocateOperator:
             return
         if decision is None or decision.request != outcome.request:
             self.unmatched += 1  # e.g. answered by a worker whose decisions a restart from a checkpoint lost
+            return
+        if outcome.inserted != bool(decision.action):
+            self.overridden += 1  # the feed applied another action (the answer came too late): no propensity for it
+            self.live.pop(session, None)
             return
         ended = outcome.exited or request.streamer is None
         self.agent.observe(
@@ -187,7 +192,7 @@ class AllocateOperator:
             "live": dict(self.live),
             "recent": list(self.recent),
             "sessions": list(self.sessions),
-            "counts": (self.learned, self.decisions, self.unmatched),
+            "counts": (self.learned, self.decisions, self.unmatched, self.overridden),
         }
 
     def load_state(self, state: Any) -> None:
@@ -198,7 +203,7 @@ class AllocateOperator:
         self.live = dict(state["live"])
         self.recent = deque(state["recent"], maxlen=RECENT_DECISIONS)
         self.sessions = deque(state["sessions"], maxlen=RECENT_SESSIONS)
-        self.learned, self.decisions, self.unmatched = state["counts"]
+        self.learned, self.decisions, self.unmatched, self.overridden = state["counts"]
 
     def scores(self) -> dict[str, float]:
         """Allocation rate over the recent decisions; live watch and app time per recent finished session, with
@@ -214,6 +219,7 @@ class AllocateOperator:
             "lagrange_multiplier": float(self.agent.lagrange.value),
             "decisions": float(self.decisions),
             "unmatched_outcomes": float(self.unmatched),
+            "overridden_outcomes": float(self.overridden),
         }
 
 

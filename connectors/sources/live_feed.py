@@ -540,6 +540,7 @@ def _outcome(request: str | None, outcome: DecisionOutcome | None) -> Allocation
     assert request is not None
     return AllocationOutcome(
         request=request,
+        inserted=outcome.inserted,
         clicked=outcome.clicked,
         live_seconds=outcome.live_seconds,
         video_seconds=outcome.video_seconds,

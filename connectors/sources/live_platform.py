@@ -414,11 +414,13 @@ class ScheduledSession:
 
 @dataclass(frozen=True)
 class DecisionOutcome:
-    """What followed a decision until the session's next decision or its end: whether the user ``clicked`` the live
-    card, the ``live_seconds`` watched, the ``video_seconds`` of short videos (over every request up to the next
-    decision, also those without a live room) and whether the session then ended by the user's choice (``exited``;
-    False at the last decision of a session cut at the schedule's end)."""
+    """What followed a decision until the session's next decision or its end: whether the live card was
+    ``inserted`` (the action taken), whether the user ``clicked`` it, the ``live_seconds`` watched, the
+    ``video_seconds`` of short videos (over every request up to the next decision, also those without a live room)
+    and whether the session then ended by the user's choice (``exited``; False at the last decision of a session cut
+    at the schedule's end)."""
 
+    inserted: bool
     clicked: bool
     live_seconds: float
     video_seconds: float
@@ -462,7 +464,7 @@ class SessionPlay:
     ...     inserted = play.request.state.click_probability > 0.2
     ...     _ = play.answer(float(inserted), inserted)
     >>> len(play.decisions), play.outcome
-    (5, DecisionOutcome(clicked=False, live_seconds=0.0, video_seconds=22.475..., exited=True))
+    (5, DecisionOutcome(inserted=True, clicked=False, live_seconds=0.0, video_seconds=22.475..., exited=True))
     """
 
     def __init__(self, platform: LivePlatform, session: ScheduledSession) -> None:
@@ -704,7 +706,7 @@ class LivePlatform:
             exited = bool(rng.random() < params.exit_probability + config.fatigue_exit * level / levels)
             if decision:
                 play.decisions.append((*decision, inserted, clicked, watched, video, exited))
-                outcome = DecisionOutcome(clicked, watched, video, exited)
+                outcome = DecisionOutcome(inserted, clicked, watched, video, exited)
             elif outcome is not None:
                 outcome = dataclasses.replace(outcome, video_seconds=outcome.video_seconds + video, exited=exited)
             if exited:

@@ -36,6 +36,7 @@ def logged_requests(states: list[RequestState], log: LivePlatformLog) -> list[Fe
         live = float(d.live_seconds[i])
         outcome = AllocationOutcome(
             request=f"r{i}",
+            inserted=bool(d.inserted[i]),
             clicked=bool(d.clicked[i]),
             live_seconds=live,
             video_seconds=max((next_ms - int(d.ts_ms[i])) / 1000.0 - live, 0.0),  # short videos until the next

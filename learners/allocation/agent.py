@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
@@ -19,8 +20,20 @@ from learners.allocation.transitions import Transition
 
 __all__ = ["AllocationAgent", "AllocationConfig"]
 
-_FORMAT = 1
-_BUFFER_COLUMNS = ("action", "propensity", "reward", "app", "clicked", "watch", "exited", "done")
+_FORMAT = 2
+_BUFFER_COLUMNS = ("action", "propensity", "reward", "app", "clicked", "watch", "exited", "bootstrap")
+"""A stored transition: its action and propensity, the ``n_step`` return's reward and app seconds, the immediate
+outcomes (supervised targets), and the weight of the critic's value at the bootstrap state (``gamma ** n``, 0 once
+the session ended)."""
+
+
+@dataclass(frozen=True)
+class _Step:
+    """An observed transition waiting in its user's chain for its return: feature rows and buffer columns."""
+
+    row: npt.NDArray[np.float32]
+    next_row: npt.NDArray[np.float32] | None  # None: the session ended after this step
+    columns: npt.NDArray[np.float32]  # as _BUFFER_COLUMNS, the reward and app seconds of this step alone
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,9 @@ class AllocationConfig:
     Q-values), ``layer_norm`` (in the trunk).
 
     Sizes and learning: ``embed`` (user and streamer embeddings), ``hidden`` x ``depth`` (trunk), ``student_hidden``,
-    ``history`` (behaviour sequence length), ``user_buckets``; ``gamma`` (1: sessions are undiscounted), ``lr``
+    ``history`` (behaviour sequence length), ``user_buckets``; ``gamma`` (1: sessions are undiscounted),
+    ``n_step`` (decisions summed into the critic's target before it bootstraps: with ``gamma`` 1 a one-step target
+    propagates a value by one decision per target refresh and can drift upwards without bound), ``lr``
     (Adam), ``batch``, ``buffer`` (replay capacity, transitions), ``update_every`` (observed transitions per gradient
     step), ``target_tau`` (Polyak rate of the target critic), ``explore`` (every action keeps at least this
     probability while learning, so propensities stay bounded), ``entropy``, ``auxiliary_weight``, ``actor_weight``;
@@ -57,6 +72,7 @@ class AllocationConfig:
     bins: int = 51
     max_return: float = 50.0
     gamma: float = 1.0
+    n_step: int = 4
     lr: float = 1e-3
     batch: int = 128
     buffer: int = 50_000
@@ -95,7 +111,8 @@ class AllocationAgent:
     (action 1) or not (0). A shared LayerNorm trunk over the request's features and the user's behaviour sequence
     (target attention) feeds, per activity group, a two-way softmax actor and a critic ``Q(s, a)`` over return bins
     (two-hot targets), plus supervised heads for the immediate click, watch time and session exit that anchor the
-    trunk. The critic bootstraps from a Polyak target copy with the actor's expectation over next actions; the
+    trunk. The critic's target is the ``n_step`` return, bootstrapped from a Polyak target copy with the actor's
+    expectation over the actions there (DQN: the max); the
     actor follows the critic's advantage ``Q(s, a) - sum_b pi(b) Q(s, b)`` over both actions; a Lagrange multiplier
     (:class:`~learners.allocation.lagrange.LagrangeMultiplier`) mixes app time into the reward when sessions fall
     below the app-time floor. A small student (dense features only) is distilled from the actor for serving.
@@ -148,6 +165,7 @@ class AllocationAgent:
             f"{config.buffer}, {config.update_every})",
         )
         require(config.bins >= 2 and config.max_return > 0, "AllocationAgent: bins >= 2 and max_return > 0")
+        require(config.n_step >= 1, f"AllocationAgent: n_step must be >= 1 (got {config.n_step})")
         self.groups, self.streamers, self.config, self.seed = groups, streamers, config, seed
         self.featurizer = RequestFeaturizer(
             groups=groups, streamers=streamers, user_buckets=config.user_buckets, history=config.history
@@ -180,6 +198,7 @@ class AllocationAgent:
         self.size = self.cursor = 0
         self.observed = self.updates = 0
         self._session_app = 0.0
+        self._chains: dict[int, list[_Step]] = {}
 
     # -- acting ------------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -215,9 +234,14 @@ class AllocationAgent:
 
     # -- learning ----------------------------------------------------------------------------------------------------
     def observe(self, transition: Transition) -> None:
-        """Store one transition, remember the outcome in the user's behaviour, update lambda at a session's end, and
-        take a
-        gradient step every ``update_every`` transitions once ``batch`` are stored."""
+        """Learn from one transition: remember its outcome in the user's behaviour, update lambda at a session's end,
+        store it with its ``n_step`` return once that is known, and take a gradient step every ``update_every``
+        transitions once ``batch`` are stored.
+
+        A user's transitions must arrive in decision order (as a stream keyed by user delivers them): the ones not
+        yet stored wait in the user's chain until ``n_step`` more decisions or the session's end complete their
+        return.
+        """
         require(
             transition.action in (0, 1),
             f"AllocationAgent: action must be 0 (no live) or 1 (insert) (got {transition.action!r})",
@@ -228,24 +252,32 @@ class AllocationAgent:
         )
         config = self.config
         state = transition.state
-        row = self.featurizer(state)
         done = transition.next_state is None
-        slot = self.cursor
-        self._states[slot] = row
-        if not done:
-            self._next_states[slot] = self.featurizer(transition.next_state)  # type: ignore[arg-type]
-        self._columns[slot] = (
-            transition.action,
-            transition.propensity,
-            transition.reward,
-            transition.app_seconds,
-            transition.clicked,
-            transition.watch_seconds / config.reward_scale,
-            transition.exited,
-            done,
+        step = _Step(
+            self.featurizer(state),
+            None if done else self.featurizer(transition.next_state),  # type: ignore[arg-type]
+            np.array(
+                (
+                    transition.action,
+                    transition.propensity,
+                    transition.reward,
+                    transition.app_seconds,
+                    transition.clicked,
+                    transition.watch_seconds / config.reward_scale,
+                    transition.exited,
+                    0.0,
+                ),
+                dtype=np.float32,
+            ),
         )
-        self.cursor = (slot + 1) % config.buffer
-        self.size = min(self.size + 1, config.buffer)
+        chain = self._chains.setdefault(int(state.user), [])
+        chain.append(step)
+        if done:
+            while chain:
+                self._store(chain)
+            del self._chains[int(state.user)]
+        elif len(chain) == config.n_step:
+            self._store(chain)
         if transition.action == 1:
             self.featurizer.remember(
                 state.user, state.streamer, clicked=transition.clicked, watch_seconds=transition.watch_seconds
@@ -257,6 +289,24 @@ class AllocationAgent:
         self.observed += 1
         if self.size >= config.batch and self.observed % config.update_every == 0:
             self._update()
+
+    def _store(self, chain: list[_Step]) -> None:
+        """Move the oldest step of ``chain`` into the replay buffer with its return over the whole chain (discounted
+        reward and app seconds) and the bootstrap weight and state after the chain's last step."""
+        gamma = self.config.gamma
+        discounts = gamma ** np.arange(len(chain), dtype=np.float32)
+        returns = discounts @ np.stack([step.columns[2:4] for step in chain])
+        after = chain[-1].next_row
+        first = chain.pop(0)
+        slot = self.cursor
+        self._states[slot] = first.row
+        self._columns[slot] = first.columns
+        self._columns[slot, 2:4] = returns
+        self._columns[slot, -1] = 0.0 if after is None else gamma ** len(discounts)
+        if after is not None:
+            self._next_states[slot] = after
+        self.cursor = (slot + 1) % self.config.buffer
+        self.size = min(self.size + 1, self.config.buffer)
 
     def _q(self, critic: torch.Tensor) -> torch.Tensor:
         """Expected Q-values (…, 2) in reward-scale units from critic outputs (…, 2, out)."""
@@ -277,7 +327,7 @@ class AllocationAgent:
                 next_value = (torch.softmax(self.network(next_states).actor, dim=-1) * next_q).sum(-1)
             else:
                 next_value = next_q.max(-1).values
-            target = reward + config.gamma * (1.0 - columns["done"]) * next_value
+            target = reward + columns["bootstrap"] * next_value
         heads = self.network(states)
         taken = heads.critic[rows, action]
         if config.distributional:
@@ -347,6 +397,14 @@ class AllocationAgent:
                     "lagrange": self.lagrange.value,
                 },
                 "featurizer": self.featurizer.state_dict(),
+                "chains": {
+                    user: {
+                        "rows": torch.from_numpy(np.stack([step.row for step in chain])),
+                        "next_rows": torch.from_numpy(np.stack([step.next_row for step in chain])),  # type: ignore[misc]
+                        "columns": torch.from_numpy(np.stack([step.columns for step in chain])),
+                    }
+                    for user, chain in self._chains.items()
+                },
                 "rng": self.rng.bit_generator.state,
             }
         )
@@ -369,4 +427,13 @@ class AllocationAgent:
         self._next_states[: self.size] = buffer["next_states"].numpy()
         self._columns[: self.size] = buffer["columns"].numpy()
         self.featurizer.load_state_dict(state["featurizer"])
+        self._chains = {
+            int(user): [
+                _Step(row, next_row, columns)
+                for row, next_row, columns in zip(
+                    chain["rows"].numpy(), chain["next_rows"].numpy(), chain["columns"].numpy(), strict=True
+                )
+            ]
+            for user, chain in state["chains"].items()
+        }
         self.rng.bit_generator.state = state["rng"]

@@ -112,7 +112,9 @@ EXAMPLES: list[Message] = [
         live=[2, 5],
         streamer=5,
         ctr=0.125,
-        outcome=AllocationOutcome(request="r6", clicked=True, live_seconds=40.5, video_seconds=12.0, exited=False),
+        outcome=AllocationOutcome(
+            request="r6", inserted=True, clicked=True, live_seconds=40.5, video_seconds=12.0, exited=False
+        ),
     ),
     Allocation(key="slot-1", allocations={"s1": 0.5, "s2": 0.5}),
     Allocation(

@@ -65,11 +65,12 @@ def play(agent: AllocationAgent, transitions: list[Transition]) -> list[tuple[in
 def test_state_dict_round_trip_continues_identically(variant: str) -> None:
     stream = synthetic_transitions(120, seed=1)
     original = agent_for(variant)
-    play(original, stream[:60])
+    play(original, stream[:62])  # mid-session: two transitions wait in their user's chain
+    assert original._chains
     state = pickle.loads(pickle.dumps(original.state_dict()))
     restored = agent_for(variant)
     restored.load_state_dict(state)
-    assert play(restored, stream[60:]) == play(original, stream[60:])
+    assert play(restored, stream[62:]) == play(original, stream[62:])
     for a, b in zip(original.network.parameters(), restored.network.parameters(), strict=True):
         assert torch.equal(a, b)
     assert restored.updates == original.updates > 0
@@ -87,6 +88,27 @@ def test_same_seed_same_agent_and_other_seed_differs() -> None:
     assert play(first, stream) == play(second, stream)
     assert torch.equal(first.network.actor.weight, second.network.actor.weight)
     assert not torch.equal(first.network.actor.weight, other.network.actor.weight)
+
+
+def test_the_critic_target_sums_n_step_rewards_then_bootstraps() -> None:
+    agent = agent_for(n_step=2, gamma=0.5, batch=64)  # no update: the buffer is only read
+    states = [RequestState(0, 1, 0.0, (1, 2), 2, 0.3 + 0.1 * i) for i in range(4)]  # one session of 4 decisions
+    session = [
+        Transition(state, 0, 0.5, 30.0 + i, 30.0 + i, False, 0.0, i == 3, states[i + 1] if i < 3 else None)
+        for i, state in enumerate(states)
+    ]
+    for transition in session[:2]:
+        agent.observe(transition)
+    assert agent.size == 1  # the first waits for its second step, then bootstraps at the third state
+    for transition in session[2:]:
+        agent.observe(transition)
+    assert agent.size == 4 and not agent._chains
+    rewards = [t.reward for t in session]
+    columns = agent._columns[:4]
+    expected = [rewards[0] + 0.5 * rewards[1], rewards[1] + 0.5 * rewards[2], rewards[2] + 0.5 * rewards[3], rewards[3]]
+    assert columns[:, 2].tolist() == pytest.approx(expected)
+    assert columns[:, -1].tolist() == [0.25, 0.25, 0.0, 0.0]  # the session ended: no bootstrap past its end
+    assert np.array_equal(agent._next_states[0], agent.featurizer(states[2]))
 
 
 def test_group_heads_are_selected_by_group() -> None:
