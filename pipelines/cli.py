@@ -99,6 +99,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> 
     options = DemoOptions(
         events=args.events,
         rate=args.rate,
+        users=args.users,
+        live_speed=args.live_speed,
         port=args.port,
         dashboard_port=args.dashboard_port,
         seed=args.seed,
@@ -419,9 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without progress while lag > 0 before /readyz fails and an error is logged (default 60)",
     )
 
-    demo = add("demo", cmd_demo, "an online learner on a drifting stream, all on embedded services")
+    demo = add("demo", cmd_demo, "the live platform and its learners (and DriftMoE on a drifting stream), embedded")
     demo.add_argument("--events", type=int, default=None, help="stop after N events and exit 0 (default: run on)")
-    demo.add_argument("--rate", type=float, default=2000.0, help="events per second produced (default 2000)")
+    demo.add_argument("--rate", type=float, default=500.0, help="drifting-stream events/s produced (default 500)")
+    demo.add_argument("--users", type=int, default=500, help="users of the simulated live platform (default 500)")
+    demo.add_argument(
+        "--live-speed", type=float, default=300.0, help="simulated seconds per second of the platform (default 300)"
+    )
     demo.add_argument("--port", type=int, default=9400, help="port of /metrics (default 9400)")
     demo.add_argument("--seed", type=int, default=42, help="seed of the synthetic stream")
     demo.add_argument("--dashboard-port", type=int, default=9500, help="port of the dashboard (default 9500)")

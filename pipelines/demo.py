@@ -1,11 +1,19 @@
-"""``eddy demo`` (what ``make run`` starts): an online learner on a drifting stream, on embedded services.
+"""``eddy demo`` (what ``make run`` starts): the live platform and its learners, on embedded services.
 
-A producer thread writes a drifting SEA stream to ``demo.events`` at a steady rate; the ``demo`` pipeline (DriftMoE's
-MoE-Data, prequential, ADWIN on its error) consumes it, publishes predictions to ``demo.predictions``, checkpoints to
-Redis and publishes model versions to MLflow; a one-line status shows events/s, prequential accuracy, lag and
-the model version and drift alarms, and the dashboard (``eddy dashboard``) serves its live charts: accuracy with the
-alarms marked, the router's expert shares, events/s, lag, p99 latency and model versions. Ctrl-C stops everything
-cleanly; ``--events N`` stops after N events and exits 0.
+Two sources feed one worker:
+
+- the **live platform**: the simulator's feed (:class:`connectors.sources.live_feed.LiveFeed`) plays simulated days
+  of a live-streaming app in closed loop, paced in event time (``live_speed`` event seconds per wall second), with a
+  drift event each day (the most popular streamer goes offline, then a category trends). The ``live-allocation``
+  pipeline answers its feed requests (SL-MGAC, learning online under the app-time constraint of never inserting,
+  less 1%), and ``live-ctr`` learns a CTR from the interactions it writes (EmbeddingCTR, AUC, ADWIN);
+- a drifting SEA stream on ``demo.events`` at a steady rate for the ``demo`` pipeline (DriftMoE's MoE-Data, ADWIN).
+
+The pipelines checkpoint to Redis and publish model versions to MLflow; a status line shows each pipeline's events,
+score, alarms and versions, and the dashboard (``eddy dashboard``) serves their live charts: scores (accuracy, AUC,
+allocation rate, live and app time per session against the constraint) with the drift alarms marked, expert shares,
+events/s, lag and p99 latency. Ctrl-C stops everything cleanly; ``--events N`` stops after the ``demo`` pipeline
+has N events and exits 0.
 """
 
 from __future__ import annotations
@@ -24,6 +32,14 @@ from connectors.bus import KafkaBus
 from connectors.messages import encode
 from connectors.services import ResolvedServices
 from connectors.sources import drifting_sea
+from connectors.sources.live_feed import LiveFeed
+from connectors.sources.live_platform import (
+    CategoryTrend,
+    LivePlatform,
+    LivePlatformConfig,
+    StreamerOffline,
+    never,
+)
 from pipelines.dashboard import dashboard_url, serve_dashboard
 from pipelines.runtime import PipelineStatus
 from pipelines.spec import PipelineSpec, load_spec
@@ -31,13 +47,43 @@ from pipelines.worker import Worker
 
 DEMO_TOPIC = "demo.events"
 DEMO_PARTITIONS = 4
+LIVE_TOPICS = ("live.requests", "live.allocations", "live.interactions", "live.rooms")
+CONSTRAINT_MARGIN = 0.01  # app time per session may fall at most 1% below never inserting's
+
+
+def _example(name: str) -> PipelineSpec:
+    resource = importlib.resources.files("pipelines") / "examples" / name
+    with importlib.resources.as_file(resource) as path:
+        return load_spec(path)
 
 
 def demo_spec() -> PipelineSpec:
     """The demo pipeline shipped in ``pipelines/examples/demo-driftmoe.yaml``."""
-    resource = importlib.resources.files("pipelines") / "examples" / "demo-driftmoe.yaml"
-    with importlib.resources.as_file(resource) as path:
-        return load_spec(path)
+    return _example("demo-driftmoe.yaml")
+
+
+def platform_config(users: int, day: int) -> LivePlatformConfig:
+    """Day ``day`` of the demo's live platform: ``users`` users, and its drift events (the most popular streamer
+    goes offline at 08:00, a category trends from 16:00)."""
+    return LivePlatformConfig(
+        users=users,
+        drift=(StreamerOffline(hour=8.0), CategoryTrend(hour=16.0, category=day % LivePlatformConfig.categories)),
+        start_ms=LivePlatformConfig.start_ms + day * 86_400_000,
+    )
+
+
+def live_specs(users: int, seed: int) -> list[PipelineSpec]:
+    """The live pipelines sized for the demo's platform, the allocation constraint taken from a simulated day
+    without live insertions."""
+    config = platform_config(users, 0)
+    sessions = LivePlatform(config, seed).run(never).sessions
+    floor = float((sessions.live_seconds + sessions.video_seconds).mean()) * (1.0 - CONSTRAINT_MARGIN)
+    allocation = _example("live-allocation.yaml")
+    assert allocation.allocate is not None
+    sizes = {"groups": len(config.groups), "streamers": config.streamers, "seed": seed}
+    settings = {**allocation.allocate.config, "app_floor": round(floor, 1)}
+    allocate = allocation.allocate.model_copy(update={**sizes, "config": settings})
+    return [allocation.model_copy(update={"allocate": allocate}), _example("live-ctr.yaml")]
 
 
 @dataclass
@@ -45,7 +91,9 @@ class DemoOptions:
     """What ``eddy demo`` was asked for."""
 
     events: int | None = None
-    rate: float = 2000.0
+    rate: float = 500.0
+    users: int = 500
+    live_speed: float = 300.0
     port: int = 9400
     dashboard_port: int = 9500
     seed: int = 42
@@ -72,27 +120,62 @@ def _produce(bus: KafkaBus, options: DemoOptions, stop: threading.Event) -> None
         producer.close()
 
 
-def status_line(status: PipelineStatus, rate: float, url: str) -> str:
-    """``demo │ 12,000 events │ 1,990 ev/s │ accuracy 0.873 │ lag 3 │ model v2 │ drifts 1 │ URL``."""
-    accuracy = status.scores.get("accuracy", 0.0)
+class LiveFeedLoop:
+    """The live platform's feed, one simulated day after another (day ``d`` seeded ``seed + d``) until stopped."""
+
+    def __init__(self, bus: KafkaBus, options: DemoOptions) -> None:
+        self.bus, self.options = bus, options
+        self.day = 0
+        self.feed: LiveFeed | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Play days until ``stop``."""
+        while not stop.is_set():
+            platform = LivePlatform(platform_config(self.options.users, self.day), self.options.seed + self.day)
+            self.feed = LiveFeed(self.bus, platform, speed=self.options.live_speed, max_in_flight=256)
+            self.feed.run(stop)
+            self.day += 1
+
+    def summary(self) -> str:
+        """``live day 1, 04:12 │ 3,210 requests │ 12% inserted``."""
+        if self.feed is None:
+            return "live platform starting"
+        status = self.feed.status()
+        clock = "--:--"
+        if status.event_time is not None:
+            seconds = status.event_time - self.feed.platform.config.start_ms / 1000.0
+            clock = f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}"
+        return (
+            f"live day {self.day + 1}, {clock} │ {status.requests:,} requests │ "
+            f"{100 * status.allocation_rate:.0f}% inserted │ {status.timeouts:,} timeouts"
+        )
+
+
+def status_line(status: PipelineStatus, rate: float | None = None) -> str:
+    """``demo 12,000 events (1,990 ev/s), accuracy 0.873, lag 3, model v2, 1 drift alarm``."""
     version = f"v{status.model_version}" if status.model_version else "none yet"
+    score = next(iter(status.scores.items()), None)
+    speed = f" ({rate:,.0f} ev/s)" if rate is not None else ""
     return (
-        f"[bold]{status.pipeline}[/] │ {status.events_in:,} events │ {rate:,.0f} ev/s │ accuracy {accuracy:.3f} │ "
-        f"lag {status.lag:,} │ model {version} │ drifts {status.drifts} │ dead letters {status.dead_letters} │ {url}"
+        f"[bold]{status.pipeline}[/] {status.events_in:,} events{speed}"
+        + (f", {score[0]} {score[1]:.3f}" if score else "")
+        + f", lag {status.lag:,}, model {version}, {status.drifts} drift alarms, {status.dead_letters} dead letters"
     )
 
 
 async def run_demo(services: ResolvedServices, options: DemoOptions, secret: bytes, console: Console) -> int:
-    """Run the demo until Ctrl-C or ``options.events`` were learned; returns the exit code."""
+    """Run the demo until Ctrl-C or until the ``demo`` pipeline has ``options.events``; returns the exit code."""
     if options.events is not None and options.events < 1:
         raise ValueError(f"--events must be >= 1 (got {options.events})")
     if options.rate <= 0:
         raise ValueError(f"--rate must be > 0 events/s (got {options.rate})")
-    spec = demo_spec()
+    if options.users < 1 or options.live_speed <= 0:
+        raise ValueError(f"--users must be >= 1 and --live-speed > 0 (got {options.users} and {options.live_speed})")
+    specs = [demo_spec(), *live_specs(options.users, options.seed)]
     bus = KafkaBus(services.broker_url)
-    bus.create_topics([DEMO_TOPIC], DEMO_PARTITIONS)
+    bus.create_topics([DEMO_TOPIC, *LIVE_TOPICS], DEMO_PARTITIONS)
     worker = Worker(
-        [spec],
+        specs,
         services,
         secret=secret,
         port=options.port,
@@ -103,41 +186,45 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    producer_stop = threading.Event()
-    producer = threading.Thread(target=_produce, args=(bus, options, producer_stop), daemon=True)
+    sources_stop = threading.Event()
+    producer = threading.Thread(target=_produce, args=(bus, options, sources_stop), daemon=True)
+    live = LiveFeedLoop(bus, options)
+    feed = threading.Thread(target=live.run, args=(sources_stop,), daemon=True)
     url = f"http://127.0.0.1:{options.port}/metrics"
     console.print(
         f"Eddy demo: broker {services.broker_url}, state {services.state_url}, registry {services.registry_uri}"
     )
-    console.print(f"metrics: {url}")
+    console.print(f"pipelines: {', '.join(s.name for s in specs)}; metrics: {url}")
     console.print(f"dashboard: {dashboard_url('127.0.0.1', options.dashboard_port)}  (Ctrl-C to stop)")
     dashboard = asyncio.create_task(
         serve_dashboard(services.state_url, "127.0.0.1", options.dashboard_port, None, stop)
     )
     run = asyncio.create_task(worker.run(stop))
     producer.start()
+    feed.start()
     last_count, last_time = 0, time.monotonic()
-    status = worker.status()[0]
-    with console.status("starting…") as live:
+    with console.status("starting…") as status_view:
         while not stop.is_set() and not run.done():
             await asyncio.sleep(0.5)
-            status = worker.status()[0]
+            statuses = worker.status()
             now = time.monotonic()
-            rate = (status.events_in - last_count) / (now - last_time)
-            last_count, last_time = status.events_in, now
-            live.update(status_line(status, rate, url))
-            if options.events is not None and status.events_in >= options.events:
+            rate = (statuses[0].events_in - last_count) / (now - last_time)
+            last_count, last_time = statuses[0].events_in, now
+            lines = [status_line(statuses[0], rate), *map(status_line, statuses[1:]), live.summary()]
+            status_view.update("\n".join(lines))
+            if options.events is not None and statuses[0].events_in >= options.events:
                 stop.set()
-    producer_stop.set()
+    sources_stop.set()
     stop.set()
     await run
     await dashboard
     producer.join(timeout=10)
-    status = worker.status()[0]
-    scores = ", ".join(f"{name} {value:.3f}" for name, value in status.scores.items())
-    console.print(
-        f"stopped: {status.events_in:,} events, {scores}, {status.drifts} drift alarms, "
-        f"{status.checkpoints} checkpoints, {status.published} model versions published, "
-        f"{status.dead_letters} dead letters"
-    )
+    feed.join(timeout=30)
+    for status in worker.status():
+        scores = ", ".join(f"{name} {value:.3f}" for name, value in status.scores.items())
+        console.print(
+            f"stopped: {status.events_in:,} events, {scores}, {status.drifts} drift alarms, "
+            f"{status.checkpoints} checkpoints, {status.published} model versions published, "
+            f"{status.dead_letters} dead letters ({status.pipeline})"
+        )
     return 0

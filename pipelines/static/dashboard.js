@@ -66,7 +66,6 @@ function section(name) {
   node.className = "pipeline";
   node.id = `pipeline-${name}`;
   node.innerHTML = `<h2>${name}</h2><div class="facts"></div><div class="charts"><div class="families"></div>
-    <figure><canvas data-chart="shares"></canvas><figcaption>expert shares</figcaption></figure>
     <figure><canvas data-chart="rate"></canvas><figcaption>events/s</figcaption></figure>
     <figure><canvas data-chart="lag"></canvas><figcaption>consumer lag</figcaption></figure>
     <figure><canvas data-chart="p99"></canvas><figcaption>p99 event-to-output latency (ms)</figcaption></figure>
@@ -117,7 +116,14 @@ function render(name, points) {
     `dead letters <b>${last.dead_letters || 0}</b> · <span class="legend">dashed red lines: drift alarms</span>`;
   const chart = (kind) => node.querySelector(`canvas[data-chart="${kind}"]`);
   const experts = Object.keys(last.expert_shares || {});
-  draw(chart("shares"), points, experts.map((e) => ({ value: (p) => (p.expert_shares || {})[e] ?? null })), alarms);
+  if (experts.length && !chart("shares")) {  // mixtures of experts only
+    const figure = document.createElement("figure");
+    figure.innerHTML = `<canvas data-chart="shares"></canvas><figcaption>expert shares</figcaption>`;
+    node.querySelector(".families").after(figure);
+  }
+  if (experts.length) {
+    draw(chart("shares"), points, experts.map((e) => ({ value: (p) => (p.expert_shares || {})[e] ?? null })), alarms);
+  }
   draw(chart("rate"), points, [{ value: (p) => p.rate }], alarms);
   draw(chart("lag"), points, [{ value: (p) => p.lag }], alarms);
   draw(chart("p99"), points, [{ value: (p) => p.p99_ms }], alarms);
