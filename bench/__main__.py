@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-from bench import core, ctr, drift, frames, replay, rl_bus, rolling_cache, streamx, tpp, tpp_pipeline
+from bench import (
+    allocation,
+    allocation_pipeline,
+    core,
+    ctr,
+    drift,
+    frames,
+    replay,
+    rl_bus,
+    rolling_cache,
+    streamx,
+    tpp,
+    tpp_pipeline,
+)
 
-BENCHMARKS = ("core", "replay", "rl_bus", "streamx", "drift", "tpp", "tpp_pipeline", "rolling_cache", "frames", "ctr")
+BENCHMARKS = (
+    "core",
+    "replay",
+    "rl_bus",
+    "streamx",
+    "drift",
+    "tpp",
+    "tpp_pipeline",
+    "rolling_cache",
+    "frames",
+    "ctr",
+    "allocation",
+    "allocation_pipeline",
+)
 
 
 def main() -> None:
@@ -44,6 +70,10 @@ def main() -> None:
         print(frames.run(quick=False))
     if "ctr" in names:
         ctr.run(quick=False, doc=ctr.DOC)
+    if "allocation" in names:
+        print(allocation.run(allocation.FULL, allocation.SEEDS, allocation.DOC, "python -m bench.allocation"))
+    if "allocation_pipeline" in names:
+        print(allocation_pipeline.run())
 
 
 if __name__ == "__main__":

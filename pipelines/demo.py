@@ -6,7 +6,9 @@ Two sources feed one worker:
   of a live-streaming app in closed loop, paced in event time (``live_speed`` event seconds per wall second), with a
   drift event each day (the most popular streamer goes offline, then a category trends). The ``live-allocation``
   pipeline answers its feed requests (SL-MGAC, learning online under the app-time constraint of never inserting,
-  less 1%), and ``live-ctr`` learns a CTR from the interactions it writes (EmbeddingCTR, AUC, ADWIN);
+  less 1%), ``live-ctr`` learns a CTR from the interactions it writes (EmbeddingCTR, AUC, ADWIN) and
+  ``live-recommender`` recommends live streamers per interaction (a sequence transformer trained on a simulated
+  past day as the demo starts);
 - a drifting SEA stream on ``demo.events`` at a steady rate for the ``demo`` pipeline (DriftMoE's MoE-Data, ADWIN).
 
 The pipelines checkpoint to Redis and publish model versions to MLflow; a status line shows each pipeline's events,
@@ -21,15 +23,18 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import itertools
+import logging
 import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 
 from connectors.bus import KafkaBus
 from connectors.messages import encode
+from connectors.registry import ModelRegistry
 from connectors.services import ResolvedServices
 from connectors.sources import drifting_sea
 from connectors.sources.live_feed import LiveFeed
@@ -38,9 +43,12 @@ from connectors.sources.live_platform import (
     LivePlatform,
     LivePlatformConfig,
     StreamerOffline,
+    always,
     never,
 )
 from pipelines.dashboard import dashboard_url, serve_dashboard
+from pipelines.follower import announce
+from pipelines.recommender_training import publish_recommender, train_recommender, user_sequences
 from pipelines.runtime import PipelineStatus
 from pipelines.spec import PipelineSpec, load_spec
 from pipelines.worker import Worker
@@ -48,6 +56,8 @@ from pipelines.worker import Worker
 DEMO_TOPIC = "demo.events"
 DEMO_PARTITIONS = 4
 LIVE_TOPICS = ("live.requests", "live.allocations", "live.interactions", "live.rooms")
+RECOMMENDER = "live-recommender"  # the model the live-recommender example follows
+log = logging.getLogger(__name__)
 CONSTRAINT_MARGIN = 0.01  # app time per session may fall at most 1% below never inserting's
 
 
@@ -83,7 +93,25 @@ def live_specs(users: int, seed: int) -> list[PipelineSpec]:
     sizes = {"groups": len(config.groups), "streamers": config.streamers, "seed": seed}
     settings = {**allocation.allocate.config, "app_floor": round(floor, 1)}
     allocate = allocation.allocate.model_copy(update={**sizes, "config": settings})
-    return [allocation.model_copy(update={"allocate": allocate}), _example("live-ctr.yaml")]
+    return [
+        allocation.model_copy(update={"allocate": allocate}),
+        _example("live-ctr.yaml"),
+        _example("live-recommender.yaml"),
+    ]
+
+
+def publish_demo_recommender(services: ResolvedServices, options: DemoOptions, secret: bytes) -> None:
+    """Train the streamer recommender on a simulated past day of the demo's platform and publish it as
+    ``live-recommender@champion``: the live-recommender pipeline waits for it, then recommends live streamers."""
+    try:
+        past = LivePlatform(platform_config(options.users, 0), options.seed + 10_000).run(always)
+        trained = train_recommender(user_sequences(past.kuailive), seed=options.seed)
+        registry = ModelRegistry(services.registry_uri, Path(services.artifacts_dir))
+        _, update = publish_recommender(registry, RECOMMENDER, trained, secret)
+        assert update is not None  # published under an alias
+        announce(KafkaBus(services.broker_url), update)
+    except Exception:  # the other pipelines go on without recommendations
+        log.exception("the demo's recommender could not be trained and published")
 
 
 @dataclass
@@ -202,6 +230,8 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     run = asyncio.create_task(worker.run(stop))
     producer.start()
     feed.start()
+    recommender = threading.Thread(target=publish_demo_recommender, args=(services, options, secret), daemon=True)
+    recommender.start()
     last_count, last_time = 0, time.monotonic()
     with console.status("starting…") as status_view:
         while not stop.is_set() and not run.done():
