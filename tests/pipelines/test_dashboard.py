@@ -153,6 +153,15 @@ def test_dashboard_in_headless_chromium_marks_a_drift_alarm_while_the_demo_runs(
                 }})()""",
                 timeout_s=200,
             )
+            live_charts = page.wait_for(
+                """(() => {
+                  const wanted = [['live-allocation', 'allocation'], ['live-allocation', 'session'],
+                                  ['live-ctr', 'auc'], ['live-recommender', 'hit']];
+                  return wanted.every(([p, f]) => document.querySelector(`#pipeline-${p} canvas[data-family="${f}"]`))
+                    ? 'yes' : '';
+                })()""",
+                timeout_s=120,
+            )
             versions = page.evaluate("document.querySelector('[data-versions]').textContent")
             drawn = page.evaluate(
                 "[...document.querySelectorAll('canvas')].map((c) => c.width > 0 && "
@@ -161,6 +170,7 @@ def test_dashboard_in_headless_chromium_marks_a_drift_alarm_while_the_demo_runs(
             page.screenshot(artifacts / "dashboard.png")
             assert page.console_errors() == []
         assert any(int(p) > FIRST_DRIFT for p in positions.split(","))
+        assert live_charts == "yes"  # allocation rate, live and app time vs the floor, AUC, hit rate
         assert versions != "none"  # the demo publishes a version every 10,000 events
         assert drawn and all(drawn), drawn  # every chart has something on it
     finally:
