@@ -2,8 +2,11 @@
 collisionless :class:`~learners.ctr.table.EmbeddingTable`, with a linear softmax head.
 
 Every string-valued feature is a sparse id, keyed ``(feature, value)`` in the table; every numeric feature is a
-dense input, standardised online. With ``v_i`` the rows of the ids present (an id without a row counts as a zero
-embedding), ``S = Σ v_i`` and the FM's pairwise term ``F = ½ (S² - Σ v_i²)`` (elementwise, so ``Σ F`` is
+dense input, standardised online. An id without a row (not admitted yet, or expired) takes its feature's cold row,
+keyed ``(feature, None)``: one row per feature, trained on the instances whose id had none, so a fresh streamer
+scores like fresh streamers have done rather than like a zero vector (which would rank every unknown id above the
+known ones whenever the known rows lean negative, as clicks are rare). With ``v_i`` the rows of the ids present,
+``S = Σ v_i`` and the FM's pairwise term ``F = ½ (S² - Σ v_i²)`` (elementwise, so ``Σ F`` is
 ``Σ_{i<j} <v_i, v_j>``), the head scores class ``c`` as ``W_c · [1, S, F, dense]``: per-class weights on the pooled
 embedding (first-order effects), on each coordinate of the pairwise interactions (a weighted FM) and on the dense
 inputs. Head and rows train with Adagrad on the (weighted) log-loss, one instance at a time.
@@ -133,10 +136,16 @@ class EmbeddingCTR:
 
     def _forward(
         self, ids: list[tuple[Hashable, str]], numeric: dict[Hashable, Any]
-    ) -> tuple[list[tuple[tuple[Hashable, str], Vector]], Vector, Vector]:
-        """The rows of the ids that have one, the summed embedding ``S`` and the head's input ``h``."""
+    ) -> tuple[list[tuple[tuple[Hashable, str | None], Vector]], Vector, Vector]:
+        """The rows of the ids (their own, else their feature's cold row, when that has one), the summed embedding
+        ``S`` and the head's input ``h``."""
         dim = self._params["dim"]
-        rows = [(key, row) for key in ids if (row := self.table.get(key)) is not None]
+        rows: list[tuple[tuple[Hashable, str | None], Vector]] = []
+        for key in ids:
+            used: tuple[Hashable, str | None] = key if key in self.table else _cold(key)
+            row = self.table.get(used)
+            if row is not None:
+                rows.append((used, row))
         total: Vector = np.zeros(dim)
         squares = np.zeros(dim)
         for _, row in rows:
@@ -173,7 +182,8 @@ class EmbeddingCTR:
             self.head, self._head_accum = np.pad(self.head, pad), np.pad(self._head_accum, pad)
         now = t if t is not None else (self.table.clock + 1.0 if self.n_learned else 0.0)
         for key in ids:
-            self.table.see(key, now)
+            if not self.table.see(key, now):
+                self.table.see(_cold(key), now)
         rows, total, features = self._forward(ids, numeric)
         error = self._proba(features)
         error[self.classes.index(y)] -= 1.0
@@ -184,8 +194,8 @@ class EmbeddingCTR:
         self.head -= self._params["lr"] * grad_head / (np.sqrt(self._head_accum) + _EPS)
         dim = self._params["dim"]
         grad_total, grad_pairwise = grad_features[1 : 1 + dim], grad_features[1 + dim : 1 + 2 * dim]
-        for key, row in rows:
-            self.table.update(key, grad_total + grad_pairwise * (total - row))
+        for used, row in rows:
+            self.table.update(used, grad_total + grad_pairwise * (total - row))
         self.n_learned += 1
 
     def predict_proba_one(self, x: dict[Hashable, Any]) -> dict[Hashable, float]:
@@ -252,3 +262,8 @@ class EmbeddingCTR:
         self.load_dense(state)
         self._head_accum = copy.deepcopy(state["head_accum"])
         self.n_learned = state["n_learned"]
+
+
+def _cold(key: tuple[Hashable, str]) -> tuple[Hashable, None]:
+    """The table key of the cold row of ``key``'s feature."""
+    return (key[0], None)
