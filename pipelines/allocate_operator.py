@@ -101,21 +101,43 @@ class AllocateOperator:
             )
 
     def process(self, records: Sequence[Record]) -> BatchResult:
-        """Learn from each reported outcome, then answer each request that has a candidate."""
+        """Learn from each reported outcome, then answer the requests that have a candidate with one forward pass
+        of the student (a session's second request in a batch waits for its first one's answer)."""
         result = BatchResult()
+        asked: list[tuple[Record, FeedRequest]] = []
+        sessions: set[tuple[int, int]] = set()
         for record in records:
             request = record.message
             assert isinstance(request, FeedRequest)
+            if (request.user, request.session) in sessions:
+                self._answer(asked, result)
+                asked, sessions = [], set()
             try:
                 self._learn(request)
-                answer = self._decide(request)
             except Exception as exc:  # a request the agent cannot take must not stop the worker
                 result.rejected.append(Rejection(record.source, "operator_error", f"{type(exc).__name__}: {exc}"))
                 continue
-            if answer is not None:
-                key = str(request.user).encode()
-                result.outputs.append(Output("allocations", key, encode(answer), record.source.timestamp_ms))
+            if request.streamer is not None:
+                asked.append((record, request))
+                sessions.add((request.user, request.session))
+        self._answer(asked, result)
         return result
+
+    def _answer(self, asked: list[tuple[Record, FeedRequest]], result: BatchResult) -> None:
+        """Decide ``asked`` together and add their allocations to ``result``."""
+        if not asked:
+            return
+        states = [_state(request) for _, request in asked]
+        try:
+            choices = self.agent.serve_batch(states)
+        except Exception as exc:  # not one of them can be answered: each goes to the dead-letter topic
+            detail = f"{type(exc).__name__}: {exc}"
+            result.rejected.extend(Rejection(record.source, "operator_error", detail) for record, _ in asked)
+            return
+        for (record, request), state, choice in zip(asked, states, choices.tolist(), strict=True):
+            answer = self._decide(request, state, choice)
+            key = str(request.user).encode()
+            result.outputs.append(Output("allocations", key, encode(answer), record.source.timestamp_ms))
 
     def _learn(self, request: FeedRequest) -> None:
         """Join the request's outcome to the user's pending decision and hand the transition to the agent."""
@@ -153,13 +175,11 @@ class AllocateOperator:
         else:
             self.live[session] = (live, app)
 
-    def _decide(self, request: FeedRequest) -> Allocation | None:
-        """The student's choice, explored: the answer to a request with a candidate (None without one)."""
-        if request.streamer is None:
-            return None
-        state = _state(request)
+    def _decide(self, request: FeedRequest, state: RequestState, choice: float) -> Allocation:
+        """The answer to a request with a candidate: the student's ``choice`` (1.0: insert), explored."""
+        assert request.streamer is not None
         explore = self.agent.config.explore
-        insert = explore + (1.0 - 2.0 * explore) * self.agent.serve(state)
+        insert = explore + (1.0 - 2.0 * explore) * choice
         inserted = bool(self.rng.random() < insert)
         propensity = insert if inserted else 1.0 - insert
         self.pending[(request.user, request.session)] = _Decision(request.request, state, int(inserted), propensity)

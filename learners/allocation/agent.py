@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,11 +21,24 @@ from learners.allocation.transitions import Transition
 
 __all__ = ["AllocationAgent", "AllocationConfig"]
 
-_FORMAT = 2
-_BUFFER_COLUMNS = ("action", "propensity", "reward", "app", "clicked", "watch", "exited", "bootstrap")
+_FORMAT = 3
+_BUFFER_COLUMNS = (
+    "action",
+    "propensity",
+    "reward",
+    "app",
+    "clicked",
+    "watch",
+    "video",
+    "ended",
+    "steps",
+    "bootstrap",
+)
 """A stored transition: its action and propensity, the ``n_step`` return's reward and app seconds, the immediate
-outcomes (supervised targets), and the weight of the critic's value at the bootstrap state (``gamma ** n``, 0 once
-the session ended)."""
+outcomes of its own step (the supervised targets: click, live and short-video time in reward-scale units, whether
+the session ended before the next decision), how many later decision states its path holds (``n_step``, fewer
+when the session ended first), and the weight of the critic's value at the bootstrap state after ``n_step``
+decisions (``gamma ** n``, 0 once the session ended)."""
 
 
 @dataclass(frozen=True)
@@ -40,16 +54,18 @@ class _Step:
 class AllocationConfig:
     """The switches and sizes of an :class:`AllocationAgent` (no sizes of SL-MGAC are public: these are ours).
 
-    Switches: ``groups`` (one actor and critic head per activity group, else one head), ``supervised`` (auxiliary
-    click / watch-time / exit heads on the trunk), ``distributional`` (critic over ``bins`` bins on ``[0,
-    max_return]`` reward-scale units with two-hot targets, else a scalar critic with a Huber loss), ``actor`` (a
-    softmax actor trained with the critic's advantage; without it the agent is a DQN acting greedily on its
-    Q-values), ``layer_norm`` (in the trunk).
+    Switches: ``groups`` (one actor, critic and supervised head per activity group, else one head), ``supervised``
+    (auxiliary heads on the trunk for the click, live watch time, short-video time and session end of each step,
+    from which the critic's target is built: see :class:`AllocationAgent`), ``distributional`` (critic over
+    ``bins`` bins on ``[0, max_return]`` reward-scale units with two-hot targets, else a scalar critic with a Huber
+    loss), ``actor`` (a softmax actor trained with the critic's advantage; without it the agent is a DQN acting
+    greedily on its Q-values), ``layer_norm`` (in the trunk).
 
     Sizes and learning: ``embed`` (user and streamer embeddings), ``hidden`` x ``depth`` (trunk), ``student_hidden``,
     ``history`` (behaviour sequence length), ``user_buckets``; ``gamma`` (1: sessions are undiscounted),
     ``n_step`` (decisions summed into the critic's target before it bootstraps: with ``gamma`` 1 a one-step target
-    propagates a value by one decision per target refresh and can drift upwards without bound), ``lr``
+    propagates a value by one decision per target refresh and can drift upwards without bound; the replay buffer
+    keeps each transition's path of ``n_step`` later decision states), ``lr``
     (Adam), ``batch``, ``buffer`` (replay capacity, transitions), ``update_every`` (observed transitions per gradient
     step), ``target_tau`` (Polyak rate of the target critic), ``explore`` (every action keeps at least this
     probability while learning, so propensities stay bounded), ``entropy``, ``auxiliary_weight``, ``actor_weight``;
@@ -111,8 +127,14 @@ class AllocationAgent:
     (action 1) or not (0). A shared LayerNorm trunk over the request's features and the user's behaviour sequence
     (target attention) feeds, per activity group, a two-way softmax actor and a critic ``Q(s, a)`` over return bins
     (two-hot targets), plus supervised heads for the immediate click, watch time and session exit that anchor the
-    trunk. The critic's target is the ``n_step`` return, bootstrapped from a Polyak target copy with the actor's
-    expectation over the actions there (DQN: the max); the
+    trunk. Without the supervised heads the critic's target is the sampled ``n_step`` return, bootstrapped from a
+    Polyak target copy with the actor's expectation over the actions there (DQN: the max). With them (SL-MGAC) the
+    heads build the target along the same ``n_step`` path of decision states: each step's *predicted* Lagrangian
+    reward, weighted by the predicted chance that the session is still running, then the target critic's value at
+    the path's last state. The sampled session end (a random exit that dominates a return's variance) and the
+    sampled watch and video times no longer enter the target, only their expectations; a path the session cut
+    short bootstraps at its last state, and a session's last step, which has no later state, trains the heads
+    only. The
     actor follows the critic's advantage ``Q(s, a) - sum_b pi(b) Q(s, b)`` over both actions; a Lagrange multiplier
     (:class:`~learners.allocation.lagrange.LagrangeMultiplier`) mixes app time into the reward when sessions fall
     below the app-time floor. A small student (dense features only) is distilled from the actor for serving.
@@ -187,13 +209,18 @@ class AllocationAgent:
                 layer_norm=config.layer_norm,
             )
             self.student = StudentPolicy(layout, hidden=config.student_hidden)
+        with torch.no_grad():  # every critic starts at a return near 0 (uniform bins would start mid-range, 2500 s)
+            self.network.critic.weight.zero_()
+            bias = -self.bins.repeat(self.network.heads * 2) if config.distributional else torch.zeros(())
+            self.network.critic.bias.copy_(bias)
         self.target = copy.deepcopy(self.network).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.student_optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.lagrange = LagrangeMultiplier(config.app_floor, lr=config.lagrange_lr, scale=config.reward_scale)
         self.rng = np.random.default_rng(seed)
         self._states = np.zeros((config.buffer, layout.width), dtype=np.float32)
-        self._next_states = np.zeros_like(self._states)
+        self._paths = np.zeros((config.buffer, config.n_step, layout.width), dtype=np.float32)
+        self._path_actions = np.zeros((config.buffer, config.n_step), dtype=np.float32)
         self._columns = np.zeros((config.buffer, len(_BUFFER_COLUMNS)), dtype=np.float32)
         self.size = self.cursor = 0
         self.observed = self.updates = 0
@@ -226,11 +253,25 @@ class AllocationAgent:
         """The learned deterministic policy: 1.0 (insert) where the actor (or the critic) prefers inserting."""
         return float(self._insert_preference(self.featurizer(request)) > 0.5)
 
-    @torch.no_grad()
     def serve(self, request: Request) -> float:
         """The distilled student's deterministic policy (dense features only): 1.0 where it prefers inserting."""
-        logits = self.student(torch.from_numpy(self.featurizer(request))[None])[0]
-        return float(logits[1] > logits[0])
+        return float(self.serve_batch((request,))[0])
+
+    @torch.inference_mode()
+    def serve_batch(self, requests: Sequence[Request]) -> npt.NDArray[np.float64]:
+        """:meth:`serve` for many requests in one forward pass of the student: 1.0 (insert) or 0.0 per request.
+
+        >>> from types import SimpleNamespace as Req
+        >>> agent = AllocationAgent(groups=2, streamers=3, seed=0)
+        >>> requests = [Req(user=u, group=u % 2, fatigue=0.0, live=(0, 2), streamer=2, ctr=0.3) for u in range(3)]
+        >>> agent.serve_batch(requests).tolist() == [agent.serve(request) for request in requests]
+        True
+        """
+        rows = np.empty((len(requests), self.featurizer.layout.width), dtype=np.float32)
+        for row, request in zip(rows, requests, strict=True):
+            row[:] = self.featurizer(request)
+        logits = self.student(torch.from_numpy(rows)).numpy()
+        return (logits[:, 1] > logits[:, 0]).astype(np.float64)
 
     # -- learning ----------------------------------------------------------------------------------------------------
     def observe(self, transition: Transition) -> None:
@@ -264,7 +305,9 @@ class AllocationAgent:
                     transition.app_seconds,
                     transition.clicked,
                     transition.watch_seconds / config.reward_scale,
-                    transition.exited,
+                    (transition.app_seconds - transition.watch_seconds) / config.reward_scale,
+                    done,
+                    0.0,
                     0.0,
                 ),
                 dtype=np.float32,
@@ -292,19 +335,23 @@ class AllocationAgent:
 
     def _store(self, chain: list[_Step]) -> None:
         """Move the oldest step of ``chain`` into the replay buffer with its return over the whole chain (discounted
-        reward and app seconds) and the bootstrap weight and state after the chain's last step."""
+        reward and app seconds), the path of decision states after it (the chain's later states, then the state
+        after the chain's last step unless the session ended there) with their actions, and the bootstrap weight."""
         gamma = self.config.gamma
         discounts = gamma ** np.arange(len(chain), dtype=np.float32)
         returns = discounts @ np.stack([step.columns[2:4] for step in chain])
         after = chain[-1].next_row
         first = chain.pop(0)
+        path = [step.row for step in chain] + ([] if after is None else [after])
         slot = self.cursor
         self._states[slot] = first.row
         self._columns[slot] = first.columns
         self._columns[slot, 2:4] = returns
+        self._columns[slot, -2] = len(path)
         self._columns[slot, -1] = 0.0 if after is None else gamma ** len(discounts)
-        if after is not None:
-            self._next_states[slot] = after
+        if path:
+            self._paths[slot, : len(path)] = path
+            self._path_actions[slot, : len(chain)] = [step.columns[0] for step in chain]
         self.cursor = (slot + 1) % self.config.buffer
         self.size = min(self.size + 1, self.config.buffer)
 
@@ -316,33 +363,57 @@ class AllocationAgent:
         config = self.config
         index = torch.from_numpy(self.rng.integers(0, self.size, size=config.batch))
         states = torch.from_numpy(self._states)[index]
-        next_states = torch.from_numpy(self._next_states)[index]
+        paths = torch.from_numpy(self._paths)[index]  # (B, n, width)
         columns = dict(zip(_BUFFER_COLUMNS, torch.from_numpy(self._columns)[index].unbind(-1), strict=True))
         action = columns["action"].long()
         rows = torch.arange(config.batch)
-        with torch.no_grad():
-            reward = self.lagrange.mix(columns["reward"], columns["app"]) / config.reward_scale
-            next_q = self._q(self.target(next_states).critic)
-            if config.actor:
-                next_value = (torch.softmax(self.network(next_states).actor, dim=-1) * next_q).sum(-1)
-            else:
-                next_value = next_q.max(-1).values
-            target = reward + columns["bootstrap"] * next_value
+        steps = columns["steps"].long()
         heads = self.network(states)
+        with torch.no_grad():
+            flat = paths.flatten(0, 1)
+            next_q = self._q(self.target(flat).critic)
+            path_heads = self.network(flat)
+            if config.actor:
+                path_value = (torch.softmax(path_heads.actor, dim=-1) * next_q).sum(-1)
+            else:
+                path_value = next_q.max(-1).values
+            path_value = path_value.view(config.batch, config.n_step)
+            last = path_value[rows, (steps - 1).clamp(min=0)]  # the value at the path's last state
+            if heads.auxiliary is None:
+                reward = self.lagrange.mix(columns["reward"], columns["app"]) / config.reward_scale
+                target = reward + columns["bootstrap"] * last
+                weight = torch.ones(config.batch)
+            else:
+                path_actions = torch.from_numpy(self._path_actions)[index].long()  # (B, n), the last one unused
+                outcomes = torch.cat(
+                    [
+                        heads.auxiliary[rows, action][:, None],
+                        path_heads.auxiliary.view(config.batch, config.n_step, 2, -1)[
+                            rows[:, None], torch.arange(config.n_step - 1)[None], path_actions[:, :-1]
+                        ],
+                    ],
+                    dim=1,
+                )  # (B, n, outcomes): the immediate outcomes predicted along the path
+                _, watch, video, end = outcomes.unbind(-1)
+                reward = self.lagrange.mix(watch + config.video_weight * video, watch + video)
+                stay = config.gamma * torch.sigmoid(-end)
+                reach = torch.cat([torch.ones(config.batch, 1), torch.cumprod(stay, dim=1)], dim=1)  # (B, n + 1)
+                within = torch.arange(config.n_step)[None] < steps[:, None]
+                target = (within * reach[:, :-1] * reward).sum(-1) + reach[rows, steps] * last
+                weight = (steps > 0).float()
+                weight = weight / weight.sum().clamp(min=1.0) * config.batch
         taken = heads.critic[rows, action]
         if config.distributional:
-            loss = -(two_hot(target, self.bins) * torch.log_softmax(taken, dim=-1)).sum(-1).mean()
+            loss = -(weight * (two_hot(target, self.bins) * torch.log_softmax(taken, dim=-1)).sum(-1)).mean()
         else:
-            loss = F.smooth_l1_loss(taken[:, 0], target)
+            loss = (weight * F.smooth_l1_loss(taken[:, 0], target, reduction="none")).mean()
         if heads.auxiliary is not None:
-            click, watch, exit_ = heads.auxiliary[rows, action].unbind(-1)
-            inserted = columns["action"]
-            shown = inserted.sum().clamp(min=1.0)
+            click, watch, video, end = heads.auxiliary[rows, action].unbind(-1)
             auxiliary = (
-                (F.binary_cross_entropy_with_logits(click, columns["clicked"], reduction="none") * inserted).sum()
-                / shown
-                + ((watch - columns["watch"]) ** 2 * inserted).sum() / shown
-                + F.binary_cross_entropy_with_logits(exit_, columns["exited"])
+                F.binary_cross_entropy_with_logits(click, columns["clicked"])
+                + F.mse_loss(watch, columns["watch"])
+                + F.mse_loss(video, columns["video"])
+                + F.binary_cross_entropy_with_logits(end, columns["ended"])
             )
             loss = loss + config.auxiliary_weight * auxiliary
         if config.actor:
@@ -385,7 +456,8 @@ class AllocationAgent:
                 "student_optimizer": self.student_optimizer.state_dict(),
                 "buffer": {
                     "states": torch.from_numpy(self._states[: self.size]),
-                    "next_states": torch.from_numpy(self._next_states[: self.size]),
+                    "paths": torch.from_numpy(self._paths[: self.size]),
+                    "path_actions": torch.from_numpy(self._path_actions[: self.size]),
                     "columns": torch.from_numpy(self._columns[: self.size]),
                 },
                 "counters": {
@@ -424,7 +496,8 @@ class AllocationAgent:
         self._session_app, self.lagrange.value = float(counters["session_app"]), float(counters["lagrange"])
         buffer = state["buffer"]
         self._states[: self.size] = buffer["states"].numpy()
-        self._next_states[: self.size] = buffer["next_states"].numpy()
+        self._paths[: self.size] = buffer["paths"].numpy()
+        self._path_actions[: self.size] = buffer["path_actions"].numpy()
         self._columns[: self.size] = buffer["columns"].numpy()
         self.featurizer.load_state_dict(state["featurizer"])
         self._chains = {

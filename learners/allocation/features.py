@@ -99,46 +99,57 @@ class RequestFeaturizer:
         self.groups, self.streamers, self.user_buckets, self.history = groups, streamers, user_buckets, history
         self.watch_scale = float(watch_scale)
         self.layout = FeatureLayout(dense=groups + 3 + streamers + 1 + 2, history=history)
+        self._live = 3 + groups + 3  # where the live multi-hot starts in a row
         self._memory: dict[int, deque[tuple[int, float, float]]] = {}
+        self._behaviour: dict[int, FloatArray] = {}  # per user, the row's tail that the memory determines
 
     def __call__(self, request: Request) -> FloatArray:
-        """The feature row of ``request`` (float32, :attr:`layout`)."""
+        """The feature row of ``request`` (float32, :attr:`layout`).
+
+        Called for every decision and twice per observed transition, so it writes only the request's own entries
+        into a zero row and copies the user's behaviour part, which :meth:`remember` precomputes.
+        """
         group = int(request.group)
-        require(
-            0 <= group < self.groups,
-            f"RequestFeaturizer: group {group} is outside 0..{self.groups - 1}; build the agent with groups= the "
-            "platform's number of activity groups",
-        )
+        if not 0 <= group < self.groups:
+            raise ValueError(
+                f"RequestFeaturizer: group {group} is outside 0..{self.groups - 1}; build the agent with groups= "
+                "the platform's number of activity groups"
+            )
         fatigue, ctr = float(request.fatigue), float(request.ctr)
-        require(
-            0.0 <= fatigue <= 1.0 and 0.0 <= ctr <= 1.0,
-            f"RequestFeaturizer: fatigue and ctr must be in [0, 1] (got {fatigue}, {ctr}) for user {request.user}",
-        )
-        k, s = self.history, self.streamers
+        if not (0.0 <= fatigue <= 1.0 and 0.0 <= ctr <= 1.0):
+            raise ValueError(
+                f"RequestFeaturizer: fatigue and ctr must be in [0, 1] (got {fatigue}, {ctr}) for user {request.user}"
+            )
+        s, user, live, start = self.streamers, int(request.user), request.live, self._live
         row = np.zeros(self.layout.width, dtype=np.float32)
-        row[0], row[1], row[2] = group, int(request.user) % self.user_buckets, int(request.streamer) % s
-        dense = row[3 : 3 + self.layout.dense]
-        dense[group] = 1.0
-        dense[self.groups : self.groups + 3] = (fatigue, ctr, ctr * (1.0 - fatigue))
-        live = self.groups + 3
-        for streamer in request.live:
-            dense[live + int(streamer) % s] = 1.0
-        dense[live + s] = len(request.live) / s
-        memory = self._memory.get(int(request.user), ())
-        if memory:
-            seen = np.array(memory, dtype=np.float32)
-            dense[live + s + 1 :] = seen[:, 1].mean(), seen[:, 2].mean()
-            start, n = 3 + self.layout.dense, len(seen)
-            row[start : start + n] = seen[:, 0]
-            row[start + k : start + k + n] = seen[:, 1]
-            row[start + 2 * k : start + 2 * k + n] = seen[:, 2]
-            row[start + 3 * k : start + 3 * k + n] = 1.0
+        row[0], row[1], row[2] = group, user % self.user_buckets, int(request.streamer) % s
+        row[3 + group] = 1.0
+        row[start - 3], row[start - 2], row[start - 1] = fatigue, ctr, ctr * (1.0 - fatigue)
+        for streamer in live:
+            row[start + int(streamer) % s] = 1.0
+        row[start + s] = len(live) / s
+        behaviour = self._behaviour.get(user)
+        if behaviour is not None:
+            row[start + s + 1 :] = behaviour
         return row
 
     def remember(self, user: int, streamer: int, *, clicked: bool, watch_seconds: float) -> None:
         """Add an inserted live card's outcome to ``user``'s behaviour sequence (the oldest leaves past ``history``)."""
         memory = self._memory.setdefault(int(user), deque(maxlen=self.history))
         memory.append((int(streamer) % self.streamers, float(clicked), float(watch_seconds) / self.watch_scale))
+        self._remake(int(user))
+
+    def _remake(self, user: int) -> None:
+        """Precompute the part of ``user``'s rows that the memory determines: the click rate and mean watch time
+        over the remembered cards, then the behaviour sequence (streamers, clicks, watch times, mask)."""
+        seen = np.array(self._memory[user], dtype=np.float32)
+        k, n = self.history, len(seen)
+        behaviour = np.zeros(2 + 4 * k, dtype=np.float32)
+        behaviour[:2] = seen[:, 1].mean(), seen[:, 2].mean()
+        for part in range(3):
+            behaviour[2 + part * k : 2 + part * k + n] = seen[:, part]
+        behaviour[2 + 3 * k : 2 + 3 * k + n] = 1.0
+        self._behaviour[user] = behaviour
 
     def state_dict(self) -> dict[str, Any]:
         """The behaviour memory, as plain lists."""
@@ -150,3 +161,6 @@ class RequestFeaturizer:
             int(user): deque((tuple(item) for item in items), maxlen=self.history)
             for user, items in state["memory"].items()
         }
+        self._behaviour = {}
+        for user in self._memory:
+            self._remake(user)

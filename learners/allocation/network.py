@@ -13,15 +13,16 @@ from learners.allocation.features import FeatureLayout
 
 __all__ = ["AllocationNetwork", "Heads", "StudentPolicy"]
 
-AUXILIARY = ("click", "watch", "exit")
-"""The immediate outcomes the supervised heads predict, per action: click (logit), live watch time (in units of
-the reward scale) and session exit (logit)."""
+AUXILIARY = ("click", "watch", "video", "end")
+"""The immediate outcomes the supervised heads predict, per action: click (logit), the step's live watch time and
+short-video time (in units of the reward scale), and the session's end before the next decision (logit)."""
 
 
 @dataclass(frozen=True)
 class Heads:
     """One forward pass, every head selected by the request's group: ``actor`` logits (B, 2); ``critic`` (B, 2,
-    out) per action, ``out`` the bins (distributional) or 1; ``auxiliary`` (B, 2, 3) per action, or None."""
+    out) per action, ``out`` the bins (distributional) or 1; ``auxiliary`` (B, 2, 4) per action
+    (:data:`AUXILIARY`), or None."""
 
     actor: torch.Tensor
     critic: torch.Tensor
@@ -58,8 +59,8 @@ class AllocationNetwork(nn.Module):
     candidate streamer (``embed`` wide), attends over the behaviour sequence with the candidate as target, and runs
     ``depth`` blocks of Linear → LayerNorm → ReLU (``hidden`` wide; LayerNorm off only when ``layer_norm`` is
     False). Heads: ``heads`` actor heads (2 logits each) and critic heads (2 actions x ``out`` each), selected by
-    the group when ``heads > 1`` (head 0 for every request otherwise); with ``auxiliary``, one head (2 actions x 3)
-    for click, watch time and exit, shared by the groups.
+    the group when ``heads > 1`` (head 0 for every request otherwise); with ``auxiliary``, one head per group (2
+    actions x 4) for the click, watch time, short-video time and session end of :data:`AUXILIARY`.
 
     >>> layout = FeatureLayout(dense=5, history=3)
     >>> net = AllocationNetwork(layout, user_buckets=4, streamers=2, heads=2, out=11, auxiliary=True)
@@ -67,7 +68,7 @@ class AllocationNetwork(nn.Module):
     >>> rows[3:, 0] = 1.0  # the last three requests come from group 1
     >>> heads = net(rows)
     >>> tuple(heads.actor.shape), tuple(heads.critic.shape), tuple(heads.auxiliary.shape)
-    ((6, 2), (6, 2, 11), (6, 2, 3))
+    ((6, 2), (6, 2, 11), (6, 2, 4))
     """
 
     def __init__(
@@ -97,7 +98,7 @@ class AllocationNetwork(nn.Module):
         self.trunk = nn.Sequential(*blocks)
         self.actor = nn.Linear(hidden, heads * 2)
         self.critic = nn.Linear(hidden, heads * 2 * out)
-        self.auxiliary = nn.Linear(hidden, 2 * len(AUXILIARY)) if auxiliary else None
+        self.auxiliary = nn.Linear(hidden, heads * 2 * len(AUXILIARY)) if auxiliary else None
 
     def forward(self, rows: torch.Tensor) -> Heads:
         group, user, candidate, dense, items, outcomes, mask = self.layout.split(rows)
@@ -108,7 +109,11 @@ class AllocationNetwork(nn.Module):
         batch = torch.arange(len(rows))
         actor = self.actor(hidden).view(-1, self.heads, 2)[batch, head]
         critic = self.critic(hidden).view(-1, self.heads, 2, self.out)[batch, head]
-        auxiliary = None if self.auxiliary is None else self.auxiliary(hidden).view(-1, 2, len(AUXILIARY))
+        auxiliary = (
+            None
+            if self.auxiliary is None
+            else self.auxiliary(hidden).view(-1, self.heads, 2, len(AUXILIARY))[batch, head]
+        )
         return Heads(actor, critic, auxiliary)
 
 
@@ -127,6 +132,5 @@ class StudentPolicy(nn.Module):
         self.net = nn.Sequential(nn.Linear(layout.dense, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, 2))
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        dense = self.layout.split(rows)[3]
-        logits: torch.Tensor = self.net(dense)
+        logits: torch.Tensor = self.net(rows[..., 3 : 3 + self.layout.dense])  # the dense part of the layout
         return logits

@@ -64,8 +64,9 @@ class Transition:
 
     ``action`` 1 inserted the top candidate; ``propensity`` the behaviour policy's probability of that action;
     ``reward`` = ``live_seconds + video_weight x video`` over the step; ``app_seconds`` = live + video over the step
-    (the constrained quantity); ``clicked``, ``watch_seconds`` and ``exited`` the request's immediate outcomes (the
-    supervised targets); ``next_state`` the next decision's request, None when the session ended first.
+    (the constrained quantity); ``clicked``, ``watch_seconds`` and ``exited`` the request's immediate outcomes;
+    ``next_state`` the next decision's request, None when the session ended first (the agent's supervised targets
+    are the click, the live and short-video time of the step and whether ``next_state`` is None).
     """
 
     state: Request

@@ -108,7 +108,8 @@ def test_the_critic_target_sums_n_step_rewards_then_bootstraps() -> None:
     expected = [rewards[0] + 0.5 * rewards[1], rewards[1] + 0.5 * rewards[2], rewards[2] + 0.5 * rewards[3], rewards[3]]
     assert columns[:, 2].tolist() == pytest.approx(expected)
     assert columns[:, -1].tolist() == [0.25, 0.25, 0.0, 0.0]  # the session ended: no bootstrap past its end
-    assert np.array_equal(agent._next_states[0], agent.featurizer(states[2]))
+    assert np.array_equal(agent._paths[0, -1], agent.featurizer(states[2]))  # the path ends at the bootstrap state
+    assert columns[:, -2].tolist() == [2, 2, 1, 0]  # later decision states on each path, cut at the session's end
 
 
 def test_group_heads_are_selected_by_group() -> None:
@@ -202,3 +203,18 @@ def test_an_agent_trains_in_the_simulator_from_its_own_decisions() -> None:
     log = play_round(platform, agent)
     assert agent.observed == len(log.decisions) > 0 and agent.updates > 0
     assert agent.featurizer.state_dict()["memory"]  # inserted cards' outcomes went into the behaviour memory
+
+
+def test_serve_batch_gives_serve_s_decisions_and_the_featurizer_its_rows_after_a_restore() -> None:
+    agent = agent_for()
+    stream = synthetic_transitions(60, seed=3)
+    play(agent, stream)
+    requests = [transition.state for transition in stream]
+    decisions = agent.serve_batch(requests)
+    assert decisions.dtype == np.float64 and set(decisions.tolist()) <= {0.0, 1.0}
+    assert decisions.tolist() == [agent.serve(request) for request in requests]
+    restored = agent_for()
+    restored.load_state_dict(agent.state_dict())
+    for request in requests:
+        assert np.array_equal(restored.featurizer(request), agent.featurizer(request))
+    assert agent.serve_batch([]).shape == (0,)
