@@ -100,16 +100,30 @@ def live_specs(users: int, seed: int) -> list[PipelineSpec]:
     ]
 
 
-def publish_demo_recommender(services: ResolvedServices, options: DemoOptions, secret: bytes) -> None:
+class _Stopped(Exception):
+    """The demo stopped while the recommender was training."""
+
+
+def publish_demo_recommender(
+    services: ResolvedServices, options: DemoOptions, secret: bytes, stop: threading.Event
+) -> None:
     """Train the streamer recommender on a simulated past day of the demo's platform and publish it as
-    ``live-recommender@champion``: the live-recommender pipeline waits for it, then recommends live streamers."""
+    ``live-recommender@champion``: the live-recommender pipeline waits for it, then recommends live streamers.
+    Training gives up at ``stop`` (torch must not be mid-step when the process exits)."""
+
+    def check(step: int, loss: float) -> None:
+        if stop.is_set():
+            raise _Stopped
+
     try:
         past = LivePlatform(platform_config(options.users, 0), options.seed + 10_000).run(always)
-        trained = train_recommender(user_sequences(past.kuailive), seed=options.seed)
+        trained = train_recommender(user_sequences(past.kuailive), seed=options.seed, on_step=check)
         registry = ModelRegistry(services.registry_uri, Path(services.artifacts_dir))
         _, update = publish_recommender(registry, RECOMMENDER, trained, secret)
         assert update is not None  # published under an alias
         announce(KafkaBus(services.broker_url), update)
+    except _Stopped:
+        return
     except Exception:  # the other pipelines go on without recommendations
         log.exception("the demo's recommender could not be trained and published")
 
@@ -230,7 +244,9 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     run = asyncio.create_task(worker.run(stop))
     producer.start()
     feed.start()
-    recommender = threading.Thread(target=publish_demo_recommender, args=(services, options, secret), daemon=True)
+    recommender = threading.Thread(
+        target=publish_demo_recommender, args=(services, options, secret, sources_stop), daemon=True
+    )
     recommender.start()
     last_count, last_time = 0, time.monotonic()
     with console.status("starting…") as status_view:
@@ -250,6 +266,7 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
     await dashboard
     producer.join(timeout=10)
     feed.join(timeout=30)
+    recommender.join(timeout=60)
     for status in worker.status():
         scores = ", ".join(f"{name} {value:.3f}" for name, value in status.scores.items())
         console.print(

@@ -259,6 +259,10 @@ class PipelineRunner:
                 continue
             async with self.lock:
                 await self._swap_model()
+                if self.stopping:  # stopped while waiting for a first model: the batch stays unprocessed
+                    for event in events:  # Faust's consumer waits at shutdown for every event it handed out;
+                        event.ack()  # the checkpoint's offsets, not Faust's, say where a restart begins
+                    continue
                 await self._handle_batch(events)
                 if self._checkpoint_due():
                     await self._checkpoint()

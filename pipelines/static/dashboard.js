@@ -30,10 +30,14 @@ function draw(canvas, points, series, alarms) {
   const ctx = canvas.getContext("2d");
   ctx.scale(ratio, ratio);
   ctx.clearRect(0, 0, width, height);
-  if (points.length < 2) return;
-  const t0 = points[0].t, t1 = points[points.length - 1].t;
   const values = series.flatMap((s) => points.map(s.value).filter((v) => v !== null && isFinite(v)));
-  if (!values.length) return;
+  if (points.length < 2 || !values.length) {  // say so rather than leave a blank chart
+    ctx.fillStyle = "#99a";
+    ctx.font = "12px system-ui";
+    ctx.fillText("no data yet", width / 2 - 30, height / 2);
+    return;
+  }
+  const t0 = points[0].t, t1 = points[points.length - 1].t;
   let lo = Math.min(...values), hi = Math.max(...values);
   if (hi === lo) { hi += 1; lo -= lo > 0 ? Math.min(1, lo) : 1; }
   const x = (t) => 30 + ((t - t0) / Math.max(1e-9, t1 - t0)) * (width - 36);
