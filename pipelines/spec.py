@@ -614,43 +614,45 @@ class PipelineSpec(_Section):
             )
         return problems
 
-    def _allocate_problems(self) -> list[str]:
+    def _own_operator_problems(self, mode: str, schema: str, topic: str, operator: str, scores: str) -> list[str]:
+        """The checks shared by the modes whose operator the mode itself builds: the input ``schema`` (read from a
+        topic such as ``topic``), no operator.use/params/target (``operator`` says where the model comes from) and
+        no monitor (``scores`` says what the mode scores itself)."""
         problems: list[str] = []
-        if self.input.schema_name != ALLOCATE_SCHEMA:
+        if self.input.schema_name != schema:
             problems.append(
-                f"mode 'allocate' reads {ALLOCATE_SCHEMA} (got input.schema {self.input.schema_name!r}); "
-                "point it at the feed's requests topic such as live.requests"
+                f"mode {mode!r} reads {schema} (got input.schema {self.input.schema_name!r}); point it at {topic}"
             )
+        op = self.operator
+        if op.use is not None or op.params or op.target is not None:
+            problems.append(f"operator.use, params and target are not used in mode {mode!r} ({operator}); remove them")
+        if self.monitor is not None:
+            problems.append(f"monitor is not used in mode {mode!r} (it scores {scores} itself); remove it")
+        return problems
+
+    def _allocate_problems(self) -> list[str]:
+        problems = self._own_operator_problems(
+            "allocate",
+            ALLOCATE_SCHEMA,
+            "the feed's requests topic such as live.requests",
+            "the agent is learners.allocation.AllocationAgent, configured by the allocate section",
+            "allocation rate and watch time",
+        )
         if self.allocate is None:
             problems.append(
                 "mode 'allocate' needs an allocate section with the platform's sizes, e.g. "
                 "allocate: {groups: 3, streamers: 1000}"
             )
-        op = self.operator
-        if op.use is not None or op.params or op.target is not None:
-            problems.append(
-                "operator.use, params and target are not used in mode 'allocate' (the agent is "
-                "learners.allocation.AllocationAgent, configured by the allocate section); remove them"
-            )
-        if self.monitor is not None:
-            problems.append("monitor is not used in mode 'allocate' (it scores allocation rate and watch time)")
         return problems
 
     def _recommend_problems(self) -> list[str]:
-        problems: list[str] = []
-        if self.input.schema_name != SEQUENCE_SCHEMA:
-            problems.append(
-                f"mode 'recommend' reads {SEQUENCE_SCHEMA} (got input.schema {self.input.schema_name!r}); "
-                "point it at an interactions topic such as live.interactions"
-            )
-        op = self.operator
-        if op.use is not None or op.params or op.target is not None:
-            problems.append(
-                "operator.use, params and target are not used in mode 'recommend' (the model comes from the "
-                "registry: train one with 'eddy recommender train'); remove them"
-            )
-        if self.monitor is not None:
-            problems.append("monitor is not used in mode 'recommend' (it scores hit-rate@k itself); remove it")
+        problems = self._own_operator_problems(
+            "recommend",
+            SEQUENCE_SCHEMA,
+            "an interactions topic such as live.interactions",
+            "the model comes from the registry: train one with 'eddy recommender train'",
+            "hit-rate@k",
+        )
         rooms = (self.recommend or RecommendSpec()).rooms_topic
         if rooms in self.input.topics:
             problems.append(f"recommend.rooms_topic {rooms!r} is also an input topic; rooms are read on the side")
