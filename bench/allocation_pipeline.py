@@ -116,6 +116,7 @@ def measure(platform: LivePlatform, rate: float, seconds: float, workdir: Path) 
     return {
         "rate": rate,
         "requests": float(status.requests),
+        "sent_per_s": status.requests / elapsed,
         "answered_per_s": status.answered / elapsed,
         "timeouts": float(status.timeouts),
         "operator_busy": busy,
@@ -139,20 +140,28 @@ def run(rates: tuple[int, ...] = RATES, seconds: float = SECONDS, users: int = 1
         "distilled student answering; one worker, one torch thread; micro-batches of up to 64 within 2 ms) on a "
         f"{PARTITIONS}-partition `live.requests` of the embedded Tansu, redis-server beside it, all on this machine's "
         f"cores. The simulator's feed plays {users:,} users in closed loop (a session's next request waits for its "
-        f"answer; up to 1,024 sessions in flight), paced in event time to each rate for {seconds:.0f} s of wall "
+        f"answer; up to 1,024 sessions in flight), paced in event time to each target rate (the sessions in "
+        f"flight make the rate sent differ) for {seconds:.0f} s of wall "
         "time; latency is from a request's record timestamp to the arrival of its allocation/v1 at a consumer "
         "beside the feed (5 ms fetch wait); operator busy is the share of wall time the worker spent in the "
         f"operator (its eddy_operator_seconds). Goal: p99 ≤ {GOAL_P99_MS:.0f} ms at 1,000 requests/s.",
         "",
-        "| requests/s paced | requests | answered/s | timeouts | operator busy | p50 ms | p99 ms | max ms | goal |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| target requests/s | requests | sent/s | answered/s | timeouts | operator busy | p50 ms | p99 ms | max ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        goal = ("met" if r["p99_ms"] <= GOAL_P99_MS else "**not met**") if r["rate"] == 1000 else ""
         lines.append(
-            f"| {r['rate']:,.0f} | {r['requests']:,.0f} | {r['answered_per_s']:,.0f} | {r['timeouts']:,.0f} | "
-            f"{100 * r['operator_busy']:.0f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {goal} |"
+            f"| {r['rate']:,.0f} | {r['requests']:,.0f} | {r['sent_per_s']:,.0f} | {r['answered_per_s']:,.0f} | "
+            f"{r['timeouts']:,.0f} | {100 * r['operator_busy']:.0f}% | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['max_ms']:.1f} |"
         )
+    loaded = [r for r in rows if r["sent_per_s"] >= 1000]
+    met = any(r["p99_ms"] <= GOAL_P99_MS for r in loaded)
+    lines += [
+        "",
+        f"Goal (p99 ≤ {GOAL_P99_MS:.0f} ms with at least 1,000 requests/s sent): "
+        + ("met." if met else "**not met**." if loaded else "not measured (no run sent 1,000 requests/s)."),
+    ]
     body = "\n".join(lines)
     write_section(
         "allocation-pipeline",
