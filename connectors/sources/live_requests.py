@@ -3,7 +3,7 @@
 A feed server asks the allocation pipeline at each request with a live candidate and reports, with the user's next
 request, what followed the previous decision; a session's end sends one last request with that outcome. These
 functions rebuild that request stream from a :class:`LivePlatformLog` (open loop: the outcomes are the logged ones,
-whatever the pipeline answers), for benchmarks and tests; :mod:`connectors.sources.live_feed` plays the simulator
+whatever the pipeline answers), for tests and offline studies; :mod:`connectors.sources.live_feed` plays the simulator
 in closed loop instead.
 """
 
