@@ -255,13 +255,12 @@ class PipelineRunner:
     async def _agent(self, stream: Any) -> None:  # faust's StreamT stubs lack take_events
         spec = self.spec
         async for events in stream.take_events(spec.batch.max, within=spec.batch.within_ms / 1000.0):
-            if self.stopping:
-                continue
             async with self.lock:
-                await self._swap_model()
-                if self.stopping:  # stopped while waiting for a first model: the batch stays unprocessed
-                    for event in events:  # Faust's consumer waits at shutdown for every event it handed out;
-                        event.ack()  # the checkpoint's offsets, not Faust's, say where a restart begins
+                if not self.stopping:
+                    await self._swap_model()
+                if self.stopping:  # (perhaps while waiting for a first model) the batch stays unprocessed, but acked:
+                    for event in events:  # Faust's shutdown waits for every event it handed out, and the
+                        event.ack()  # checkpoint's offsets, not Faust's, say where a restart begins
                     continue
                 await self._handle_batch(events)
                 if self._checkpoint_due():
