@@ -96,6 +96,10 @@ class Worker:
             broker_heartbeat_interval=1,
             broker_commit_interval=1.0,
             producer_linger_ms=1,
+            # Faust would wait at shutdown and rebalance for every event it handed out, including those still
+            # buffered for an agent that stopped (a topic two pipelines share): the runners' lock makes a rebalance
+            # wait for the batch in hand, and their checkpoints, not Faust's acks, say where a restart begins
+            stream_wait_empty=False,
             stream_buffer_maxsize=max(4096, 4 * max(s.batch.max for s in self.specs)),
             datadir=str(faust_dir),
         )
