@@ -258,10 +258,8 @@ class PipelineRunner:
             async with self.lock:
                 if not self.stopping:
                     await self._swap_model()
-                if self.stopping:  # (perhaps while waiting for a first model) the batch stays unprocessed, but acked:
-                    for event in events:  # Faust's shutdown waits for every event it handed out, and the
-                        event.ack()  # checkpoint's offsets, not Faust's, say where a restart begins
-                    continue
+                if self.stopping:  # (perhaps while waiting for a first model) the batch stays unprocessed: the
+                    continue  # checkpoint's offsets, not Faust's, say where a restart begins
                 await self._handle_batch(events)
                 if self._checkpoint_due():
                     await self._checkpoint()
