@@ -101,8 +101,9 @@ class AllocateOperator:
             )
 
     def process(self, records: Sequence[Record]) -> BatchResult:
-        """Learn from each reported outcome, then answer the requests that have a candidate with one forward pass
-        of the student (a session's second request in a batch waits for its first one's answer)."""
+        """Take in each reported outcome, then answer the requests that have a candidate with one forward pass of
+        the student (a session's second request in a batch waits for its first one's answer). The gradient steps
+        the outcomes owe wait for :meth:`learn_deferred`, after the answers are sent."""
         result = BatchResult()
         asked: list[tuple[Record, FeedRequest]] = []
         sessions: set[tuple[int, int]] = set()
@@ -165,7 +166,8 @@ class AllocateOperator:
                 watch_seconds=outcome.live_seconds,
                 exited=outcome.exited,
                 next_state=None if ended else _state(request),
-            )
+            ),
+            train=False,
         )
         self.learned += 1
         live, app = self.live.pop(session, (0.0, 0.0))
@@ -198,6 +200,10 @@ class AllocateOperator:
             propensity=propensity,
             model_version=self.version,
         )
+
+    def learn_deferred(self) -> None:
+        """The gradient steps the batch's outcomes owe (the runtime calls it once the answers are sent)."""
+        self.agent.train()
 
     def published_model(self) -> Any:
         """What a registry version holds: the agent (its student serves)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from connectors.messages import Message
 
@@ -84,3 +84,13 @@ class Operator(Protocol):
 
     def scores(self) -> dict[str, float]:
         """Current prequential metrics by name."""
+
+
+@runtime_checkable
+class LearnsAfterAnswering(Protocol):
+    """An operator whose learning can wait until a batch's outputs are on their way: the runtime calls
+    :meth:`learn_deferred` right after sending them, before the next batch and any checkpoint, so answers never
+    wait for the batch's gradient steps."""
+
+    def learn_deferred(self) -> None:
+        """Do the learning that :meth:`Operator.process` left for after the batch's outputs were sent."""

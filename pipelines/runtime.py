@@ -48,6 +48,7 @@ from pipelines.operators import (
     Source,
     build_operator,
 )
+from pipelines.records import LearnsAfterAnswering
 from pipelines.serialization import dump_state, load_state
 from pipelines.spec import PipelineSpec
 
@@ -303,9 +304,14 @@ class PipelineRunner:
         if records:
             started = time.perf_counter()
             result = await self._run(self.operator.process, records)
-            self.metrics.operator_seconds.labels(name).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
             rejected.extend(result.rejected)
             await self._send_outputs(result.outputs)
+            if isinstance(self.operator, LearnsAfterAnswering):
+                started = time.perf_counter()
+                await self._run(self.operator.learn_deferred)
+                seconds += time.perf_counter() - started
+            self.metrics.operator_seconds.labels(name).observe(seconds)
         if rejected:
             await self._send_dead_letters(rejected)
         self.done_offsets.update(batch_offsets)

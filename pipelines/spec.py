@@ -62,6 +62,7 @@ OPERATOR_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*
 MODEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 ALIAS_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]*"
 OUTPUT_PATTERN = r"[a-z][a-z0-9_]*"
+DEFAULT_FETCH_WAIT_MS = 20  # the broker fetch wait of input.fetch_wait_ms (pipelines/transport.py says why)
 RESERVED_OUTPUT_PREFIXES = ("eddy.", "__")  # eddy.models and Kafka's internal topics
 LABEL_SCHEMA = "event/v1"  # the schema whose records carry their label in Event.label
 
@@ -141,6 +142,16 @@ class InputSpec(_Section):
         description=(
             "Where to start a partition that no checkpoint covers yet: 'earliest' reads it from the beginning "
             "(every event learned exactly once); 'latest' from the consumer group's committed offset, else the end."
+        ),
+    )
+    fetch_wait_ms: int = Field(
+        DEFAULT_FETCH_WAIT_MS,
+        ge=1,
+        le=1000,
+        description=(
+            "How long a fetch waits at the broker for data, in ms. The embedded broker holds a fetch for its whole "
+            "wait, so this bounds the delivery delay; shorter costs more idle fetches. A worker hosting several "
+            "pipelines uses the smallest of theirs."
         ),
     )
 

@@ -22,7 +22,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
 
-DEFAULT_FETCH_MAX_WAIT_MS = 20
+from pipelines.spec import DEFAULT_FETCH_WAIT_MS
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -55,7 +55,7 @@ class EddyApp(faust.App):
     from its pipelines' checkpoints; partitions it leaves out resume at the committed offset), with a configurable
     consumer fetch wait."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = DEFAULT_FETCH_WAIT_MS, **kwargs: Any) -> None:
         if fetch_max_wait_ms < 1:
             raise ValueError(f"fetch_max_wait_ms must be >= 1 (got {fetch_max_wait_ms})")
         self.eddy_fetch_max_wait_ms = fetch_max_wait_ms

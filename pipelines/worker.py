@@ -101,6 +101,7 @@ class Worker:
             # wait for the batch in hand, and their checkpoints, not Faust's acks, say where a restart begins
             stream_wait_empty=False,
             stream_buffer_maxsize=max(4096, 4 * max(s.batch.max for s in self.specs)),
+            fetch_max_wait_ms=min(s.input.fetch_wait_ms for s in self.specs),
             datadir=str(faust_dir),
         )
         self.runners = [

@@ -21,7 +21,7 @@ from learners.allocation.transitions import Transition
 
 __all__ = ["AllocationAgent", "AllocationConfig"]
 
-_FORMAT = 3
+_FORMAT = 4
 _BUFFER_COLUMNS = (
     "action",
     "propensity",
@@ -54,7 +54,7 @@ class _Step:
 class AllocationConfig:
     """The switches and sizes of an :class:`AllocationAgent` (no sizes of SL-MGAC are public: these are ours).
 
-    Switches: ``groups`` (one actor, critic and supervised head per activity group, else one head), ``supervised``
+    Switches: ``group_heads`` (one actor, critic and supervised head per activity group, else one head), ``supervised``
     (auxiliary heads on the trunk for the click, live watch time, short-video time and session end of each step,
     from which the critic's target is built: see :class:`AllocationAgent`), ``distributional`` (critic over
     ``bins`` bins on ``[0, max_return]`` reward-scale units with two-hot targets, else a scalar critic with a Huber
@@ -62,7 +62,8 @@ class AllocationConfig:
     greedily on its Q-values), ``layer_norm`` (in the trunk).
 
     Sizes and learning: ``embed`` (user and streamer embeddings), ``hidden`` x ``depth`` (trunk), ``student_hidden``,
-    ``history`` (behaviour sequence length), ``user_buckets``; ``gamma`` (1: sessions are undiscounted),
+    ``history`` (behaviour sequence length), ``user_buckets``, ``remembered_users`` (users whose behaviour is kept,
+    the most recent); ``gamma`` (1: sessions are undiscounted),
     ``n_step`` (decisions summed into the critic's target before it bootstraps: with ``gamma`` 1 a one-step target
     propagates a value by one decision per target refresh and can drift upwards without bound; the replay buffer
     keeps each transition's path of ``n_step`` later decision states), ``lr``
@@ -74,7 +75,7 @@ class AllocationConfig:
     ``lagrange_lr``.
     """
 
-    groups: bool = True
+    group_heads: bool = True
     supervised: bool = True
     distributional: bool = True
     actor: bool = True
@@ -85,6 +86,7 @@ class AllocationConfig:
     student_hidden: int = 16
     history: int = 8
     user_buckets: int = 1024
+    remembered_users: int = 100_000
     bins: int = 51
     max_return: float = 50.0
     gamma: float = 1.0
@@ -113,8 +115,8 @@ class AllocationConfig:
         """
         switches = {
             "sl-mgac": {},
-            "actor-critic": {"groups": False, "supervised": False, "distributional": False},
-            "dqn": {"groups": False, "supervised": False, "distributional": False, "actor": False},
+            "actor-critic": {"group_heads": False, "supervised": False, "distributional": False},
+            "dqn": {"group_heads": False, "supervised": False, "distributional": False, "actor": False},
         }
         require(name in switches, f"AllocationConfig.variant: unknown agent {name!r}; choose one of {sorted(switches)}")
         return cls(**{**switches[name], **overrides})
@@ -190,7 +192,11 @@ class AllocationAgent:
         require(config.n_step >= 1, f"AllocationAgent: n_step must be >= 1 (got {config.n_step})")
         self.groups, self.streamers, self.config, self.seed = groups, streamers, config, seed
         self.featurizer = RequestFeaturizer(
-            groups=groups, streamers=streamers, user_buckets=config.user_buckets, history=config.history
+            groups=groups,
+            streamers=streamers,
+            user_buckets=config.user_buckets,
+            history=config.history,
+            max_users=config.remembered_users,
         )
         layout = self.featurizer.layout
         self.bins = torch.linspace(0.0, config.max_return, config.bins)
@@ -200,7 +206,7 @@ class AllocationAgent:
                 layout,
                 user_buckets=config.user_buckets,
                 streamers=streamers,
-                heads=groups if config.groups else 1,
+                heads=groups if config.group_heads else 1,
                 out=config.bins if config.distributional else 1,
                 auxiliary=config.supervised,
                 embed=config.embed,
@@ -223,7 +229,7 @@ class AllocationAgent:
         self._path_actions = np.zeros((config.buffer, config.n_step), dtype=np.float32)
         self._columns = np.zeros((config.buffer, len(_BUFFER_COLUMNS)), dtype=np.float32)
         self.size = self.cursor = 0
-        self.observed = self.updates = 0
+        self.observed = self.updates = self.owed = 0
         self._session_app = 0.0
         self._chains: dict[int, list[_Step]] = {}
 
@@ -274,10 +280,11 @@ class AllocationAgent:
         return (logits[:, 1] > logits[:, 0]).astype(np.float64)
 
     # -- learning ----------------------------------------------------------------------------------------------------
-    def observe(self, transition: Transition) -> None:
+    def observe(self, transition: Transition, *, train: bool = True) -> None:
         """Learn from one transition: remember its outcome in the user's behaviour, update lambda at a session's end,
         store it with its ``n_step`` return once that is known, and take a gradient step every ``update_every``
-        transitions once ``batch`` are stored.
+        transitions once ``batch`` are stored. With ``train=False`` the steps are owed until :meth:`train` (a
+        server answers its requests first and trains after).
 
         A user's transitions must arrive in decision order (as a stream keyed by user delivers them): the ones not
         yet stored wait in the user's chain until ``n_step`` more decisions or the session's end complete their
@@ -331,7 +338,15 @@ class AllocationAgent:
             self._session_app = 0.0
         self.observed += 1
         if self.size >= config.batch and self.observed % config.update_every == 0:
+            self.owed += 1
+        if train:
+            self.train()
+
+    def train(self) -> None:
+        """Take the gradient steps owed by transitions observed with ``train=False``."""
+        while self.owed:
             self._update()
+            self.owed -= 1
 
     def _store(self, chain: list[_Step]) -> None:
         """Move the oldest step of ``chain`` into the replay buffer with its return over the whole chain (discounted
@@ -444,42 +459,56 @@ class AllocationAgent:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue identically: weights, optimisers, replay, lambda, memory, generator."""
-        return copy.deepcopy(
-            {
-                "learner": "AllocationAgent",
-                "format": _FORMAT,
-                "params": self._params(),
-                "network": self.network.state_dict(),
-                "target": self.target.state_dict(),
-                "student": self.student.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "student_optimizer": self.student_optimizer.state_dict(),
-                "buffer": {
-                    "states": torch.from_numpy(self._states[: self.size]),
-                    "paths": torch.from_numpy(self._paths[: self.size]),
-                    "path_actions": torch.from_numpy(self._path_actions[: self.size]),
-                    "columns": torch.from_numpy(self._columns[: self.size]),
-                },
-                "counters": {
-                    "size": self.size,
-                    "cursor": self.cursor,
-                    "observed": self.observed,
-                    "updates": self.updates,
-                    "session_app": self._session_app,
-                    "lagrange": self.lagrange.value,
-                },
-                "featurizer": self.featurizer.state_dict(),
-                "chains": {
-                    user: {
-                        "rows": torch.from_numpy(np.stack([step.row for step in chain])),
-                        "next_rows": torch.from_numpy(np.stack([step.next_row for step in chain])),  # type: ignore[misc]
-                        "columns": torch.from_numpy(np.stack([step.columns for step in chain])),
-                    }
-                    for user, chain in self._chains.items()
-                },
-                "rng": self.rng.bit_generator.state,
-            }
-        )
+        return copy.deepcopy(self._state())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickle (a checkpoint, a registry version) holds what :meth:`state_dict` holds: the replay buffer's
+        filled rows, not its preallocated capacity (over 100 MB for the default 50,000 transitions, even empty)."""
+        return self._state()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        params = dict(state["params"])
+        groups, streamers, seed = params.pop("groups"), params.pop("streamers"), params.pop("seed")
+        self.__init__(groups, streamers, config=AllocationConfig(**params), seed=seed)  # type: ignore[misc]
+        self.load_state_dict(state)
+
+    def _state(self) -> dict[str, Any]:
+        """:meth:`state_dict` without its copy: views of the live weights and buffers, for pickling at once."""
+        return {
+            "learner": "AllocationAgent",
+            "format": _FORMAT,
+            "params": self._params(),
+            "network": self.network.state_dict(),
+            "target": self.target.state_dict(),
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "student_optimizer": self.student_optimizer.state_dict(),
+            "buffer": {
+                "states": torch.from_numpy(self._states[: self.size]),
+                "paths": torch.from_numpy(self._paths[: self.size]),
+                "path_actions": torch.from_numpy(self._path_actions[: self.size]),
+                "columns": torch.from_numpy(self._columns[: self.size]),
+            },
+            "counters": {
+                "size": self.size,
+                "cursor": self.cursor,
+                "observed": self.observed,
+                "updates": self.updates,
+                "owed": self.owed,
+                "session_app": self._session_app,
+                "lagrange": self.lagrange.value,
+            },
+            "featurizer": self.featurizer.state_dict(),
+            "chains": {
+                user: {
+                    "rows": torch.from_numpy(np.stack([step.row for step in chain])),
+                    "next_rows": torch.from_numpy(np.stack([step.next_row for step in chain])),  # type: ignore[misc]
+                    "columns": torch.from_numpy(np.stack([step.columns for step in chain])),
+                }
+                for user, chain in self._chains.items()
+            },
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, refusing another learner's or other parameters' state."""
@@ -492,7 +521,11 @@ class AllocationAgent:
         self.student_optimizer.load_state_dict(state["student_optimizer"])
         counters = state["counters"]
         self.size, self.cursor = int(counters["size"]), int(counters["cursor"])
-        self.observed, self.updates = int(counters["observed"]), int(counters["updates"])
+        self.observed, self.updates, self.owed = (
+            int(counters["observed"]),
+            int(counters["updates"]),
+            int(counters["owed"]),
+        )
         self._session_app, self.lagrange.value = float(counters["session_app"]), float(counters["lagrange"])
         buffer = state["buffer"]
         self._states[: self.size] = buffer["states"].numpy()

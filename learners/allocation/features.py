@@ -9,7 +9,7 @@ dense features for the trunk), and the replay buffer stores rows, so a transitio
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,7 +78,8 @@ class RequestFeaturizer:
     remembered card, the streamer bucket, whether it was clicked and the watch time over ``watch_scale`` seconds.
 
     The memory changes only through :meth:`remember` (the agent calls it as it observes outcomes), so the features
-    of a request depend only on what was observed before it.
+    of a request depend only on what was observed before it. It holds the ``max_users`` users remembered most
+    recently: on an endless stream of new users the least recently remembered are forgotten (they look new again).
 
     >>> from types import SimpleNamespace
     >>> featurizer = RequestFeaturizer(groups=2, streamers=4, user_buckets=8, history=2)
@@ -90,17 +91,25 @@ class RequestFeaturizer:
     """
 
     def __init__(
-        self, *, groups: int, streamers: int, user_buckets: int, history: int, watch_scale: float = 100.0
+        self,
+        *,
+        groups: int,
+        streamers: int,
+        user_buckets: int,
+        history: int,
+        max_users: int = 100_000,
+        watch_scale: float = 100.0,
     ) -> None:
-        for name, value in (("groups", groups), ("streamers", streamers), ("user_buckets", user_buckets)):
+        sizes = (("groups", groups), ("streamers", streamers), ("user_buckets", user_buckets), ("max_users", max_users))
+        for name, value in sizes:
             require(value >= 1, f"RequestFeaturizer: {name} must be >= 1 (got {value})")
         require(history >= 1, f"RequestFeaturizer: history must be >= 1 (got {history}); it is the sequence length")
         require(watch_scale > 0, f"RequestFeaturizer: watch_scale must be > 0 seconds (got {watch_scale})")
         self.groups, self.streamers, self.user_buckets, self.history = groups, streamers, user_buckets, history
-        self.watch_scale = float(watch_scale)
+        self.max_users, self.watch_scale = max_users, float(watch_scale)
         self.layout = FeatureLayout(dense=groups + 3 + streamers + 1 + 2, history=history)
         self._live = 3 + groups + 3  # where the live multi-hot starts in a row
-        self._memory: dict[int, deque[tuple[int, float, float]]] = {}
+        self._memory: OrderedDict[int, deque[tuple[int, float, float]]] = OrderedDict()  # least recent first
         self._behaviour: dict[int, FloatArray] = {}  # per user, the row's tail that the memory determines
 
     def __call__(self, request: Request) -> FloatArray:
@@ -134,10 +143,16 @@ class RequestFeaturizer:
         return row
 
     def remember(self, user: int, streamer: int, *, clicked: bool, watch_seconds: float) -> None:
-        """Add an inserted live card's outcome to ``user``'s behaviour sequence (the oldest leaves past ``history``)."""
-        memory = self._memory.setdefault(int(user), deque(maxlen=self.history))
+        """Add an inserted live card's outcome to ``user``'s behaviour sequence (the oldest leaves past ``history``);
+        past ``max_users`` users, the least recently remembered one is forgotten."""
+        user = int(user)
+        memory = self._memory.setdefault(user, deque(maxlen=self.history))
+        self._memory.move_to_end(user)
         memory.append((int(streamer) % self.streamers, float(clicked), float(watch_seconds) / self.watch_scale))
-        self._remake(int(user))
+        self._remake(user)
+        if len(self._memory) > self.max_users:
+            forgotten, _ = self._memory.popitem(last=False)
+            del self._behaviour[forgotten]
 
     def _remake(self, user: int) -> None:
         """Precompute the part of ``user``'s rows that the memory determines: the click rate and mean watch time
@@ -152,15 +167,15 @@ class RequestFeaturizer:
         self._behaviour[user] = behaviour
 
     def state_dict(self) -> dict[str, Any]:
-        """The behaviour memory, as plain lists."""
+        """The behaviour memory, as plain lists, least recently remembered user first."""
         return {"memory": {user: [list(item) for item in items] for user, items in self._memory.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self._memory = {
-            int(user): deque((tuple(item) for item in items), maxlen=self.history)
-            for user, items in state["memory"].items()
-        }
+        self._memory = OrderedDict(
+            (int(user), deque((tuple(item) for item in items), maxlen=self.history))
+            for user, items in list(state["memory"].items())[-self.max_users :]
+        )
         self._behaviour = {}
         for user in self._memory:
             self._remake(user)

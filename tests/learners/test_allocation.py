@@ -80,6 +80,34 @@ def test_state_dict_refuses_other_parameters() -> None:
     state = agent_for(hidden=16).state_dict()
     with pytest.raises(ValueError, match="hidden=16"):
         agent_for(hidden=32).load_state_dict(state)
+    other_groups = AllocationAgent(2, 5, config=AllocationConfig.variant("sl-mgac", **SMALL))
+    with pytest.raises(ValueError, match="groups=3"):
+        other_groups.load_state_dict(state)
+
+
+def test_a_pickled_agent_holds_the_filled_replay_only_and_continues_identically() -> None:
+    stream = synthetic_transitions(120, seed=4)
+    empty = len(pickle.dumps(agent_for(buffer=100_000)))
+    assert empty < 2_000_000  # the preallocated buffer (100,000 rows of paths and states) is not in the pickle
+    original = agent_for(buffer=100_000)
+    play(original, stream[:62])
+    copy = pickle.loads(pickle.dumps(original))
+    assert copy.size == original.size > 0
+    assert play(copy, stream[62:]) == play(original, stream[62:])
+    assert copy.updates == original.updates
+
+
+def test_the_behaviour_memory_keeps_the_most_recently_remembered_users() -> None:
+    agent = agent_for(remembered_users=2)
+    featurizer = agent.featurizer
+    for user in (1, 2, 1, 3):  # user 2 is the least recently remembered when user 3 arrives
+        featurizer.remember(user, 0, clicked=True, watch_seconds=50.0)
+    assert list(featurizer.state_dict()["memory"]) == [1, 3]
+    fresh = RequestState(2, 0, 0.0, (0,), 0, 0.5)
+    assert np.array_equal(featurizer(fresh), agent_for().featurizer(fresh))  # user 2 looks new again
+    restored = agent_for(remembered_users=1)
+    restored.featurizer.load_state_dict(featurizer.state_dict())
+    assert list(restored.featurizer.state_dict()["memory"]) == [3]
 
 
 def test_same_seed_same_agent_and_other_seed_differs() -> None:
@@ -218,3 +246,19 @@ def test_serve_batch_gives_serve_s_decisions_and_the_featurizer_its_rows_after_a
     for request in requests:
         assert np.array_equal(restored.featurizer(request), agent.featurizer(request))
     assert agent.serve_batch([]).shape == (0,)
+
+
+def test_observations_without_training_owe_their_steps_until_train() -> None:
+    stream = synthetic_transitions(80, seed=5)
+    now, later = agent_for(), agent_for()
+    for transition in stream:
+        now.observe(transition)
+        later.observe(transition, train=False)
+    assert later.updates == 0 and later.owed == now.updates > 0
+    restored = agent_for()
+    restored.load_state_dict(later.state_dict())
+    later.train()
+    restored.train()
+    assert later.owed == restored.owed == 0 and later.updates == restored.updates == now.updates
+    for a, b in zip(later.network.parameters(), restored.network.parameters(), strict=True):
+        assert torch.equal(a, b)

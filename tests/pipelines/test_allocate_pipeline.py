@@ -56,7 +56,8 @@ def answers(
     operator: AllocateOperator, requests: list[FeedRequest], start: int = 0, given: dict[str, bool] | None = None
 ) -> list[dict[str, Any]]:
     """Feed ``requests`` one at a time, as a feed server whose applied action is the operator's answer reports them
-    (the outcomes are otherwise the logged run's); the answers. ``given`` keeps the answers across calls."""
+    (the outcomes are otherwise the logged run's), with the learning deferred to after each answer as the runtime
+    does; the answers. ``given`` keeps the answers across calls."""
     given = {} if given is None else given
     out = []
     for i, request in enumerate(requests):
@@ -65,6 +66,9 @@ def answers(
             request = request.model_copy(update={"outcome": outcome})
         result = operator.process(records([request], start + i))
         assert not result.rejected
+        owed = operator.agent.owed
+        operator.learn_deferred()
+        assert operator.agent.owed == 0 and operator.agent.updates >= owed
         for output in result.outputs:
             answer = decode(output.value, "allocation/v1").model_dump()
             given[answer["request"]] = answer["inserted"]

@@ -165,6 +165,7 @@ INVALID = [
     ({"input.topics": ["t" * 250]}, "topic names are at most 249 characters (got 250)"),
     ({"input.topics": ["a", "a"]}, "input.topics lists 'a' more than once"),
     ({"input.start": "first"}, "input.start must be one of 'earliest' or 'latest' (got 'first')"),
+    ({"input.fetch_wait_ms": 0}, "input.fetch_wait_ms must be >= 1 (got 0)"),
     ({"operator.use": "river.tree.HoeffdingTreeClassifier"}, "operator.use must be 'package.module:Attr'"),
     ({"operator.use": ...}, "operator.use is required for mode 'learn'"),
     (
@@ -328,7 +329,7 @@ def test_json_schema_is_json_with_the_spec_fields() -> None:
     assert set(schema["required"]) == {"name", "input", "operator"}
     assert schema["additionalProperties"] is False
     defs = schema["$defs"]
-    assert set(defs["InputSpec"]["properties"]) == {"topics", "schema", "start"}
+    assert set(defs["InputSpec"]["properties"]) == {"topics", "schema", "start", "fetch_wait_ms"}
     assert defs["OperatorSpec"]["properties"]["mode"]["enum"] == [
         "learn",
         "serve",
