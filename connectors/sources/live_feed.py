@@ -50,7 +50,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kafka import KafkaProducer, TopicPartition
 
@@ -82,6 +82,29 @@ from connectors.sources.live_platform_logs import (
 )
 
 log = logging.getLogger(__name__)
+WARN_EVERY_S = 10.0  # a kind of warning (timeouts, refused answers) is logged at most this often
+
+
+class _Throttled:
+    """One kind of warning, logged at most once per ``every_s`` seconds with how many were left out since the last
+    one: a pipeline that is down times out every request, and one line each would flood the log. The counts in
+    :class:`FeedStatus` stay exact."""
+
+    def __init__(self, every_s: float = WARN_EVERY_S) -> None:
+        self.every_s = every_s
+        self.last = -math.inf
+        self.left_out = 0
+
+    def warn(self, message: str, *args: Any, extra: Mapping[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            self.left_out += 1
+            return
+        if self.left_out:
+            message += f" (and {self.left_out} more like it in the last {now - self.last:.0f} s)"
+        log.warning(message, *args, extra=extra)
+        self.last, self.left_out = now, 0
+
 
 REQUESTS_TOPIC = "live.requests"
 ALLOCATIONS_TOPIC = "live.allocations"
@@ -239,6 +262,7 @@ class LiveFeed:
         self._outbox: list[tuple[tuple[int, ...], LiveMessage]] = []  # messages by (ms, tie order, ...)
         self._tally: Counter[str] = Counter()  # FeedStatus's counts, by field name
         self._invalid: Counter[str] = Counter()
+        self._refused_warning, self._timeout_warning = _Throttled(), _Throttled()
         self._event_time: float | None = None
         self._status = FeedStatus(len(chosen))
         self._wall_origin = 0.0
@@ -391,7 +415,7 @@ class LiveFeed:
             answer, session = self._check(raw)
         except _Refused as exc:
             self._invalid[exc.reason] += 1
-            log.warning(
+            self._refused_warning.warn(
                 "refused answer on %s (%s): %s",
                 self.allocations_topic,
                 exc.reason,
@@ -442,7 +466,7 @@ class LiveFeed:
             session = next(iter(self._waiting.values()))
             if session.deadline > now:
                 return
-            log.warning(
+            self._timeout_warning.warn(
                 "request %s unanswered after %gs: its session goes on without a live room",
                 session.waiting,
                 self.timeout_s,

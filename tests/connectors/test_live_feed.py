@@ -158,6 +158,11 @@ def expected(platform: LivePlatform) -> LivePlatformLog:
     return log
 
 
+def warnings(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    """How many warnings containing ``text`` were logged."""
+    return sum(1 for r in caplog.records if r.levelname == "WARNING" and text in r.getMessage())
+
+
 def by_session(requests: list[FeedRequest]) -> dict[int, list[FeedRequest]]:
     sessions: dict[int, list[FeedRequest]] = {}
     for request in requests:
@@ -249,7 +254,11 @@ def test_requests_wait_for_answers_together_up_to_max_in_flight(
 
 
 def test_unanswered_requests_time_out_and_their_sessions_go_on_without_live(
-    eddy_bus: KafkaBus, topics: dict[str, str], platform: LivePlatform, expected: LivePlatformLog
+    eddy_bus: KafkaBus,
+    topics: dict[str, str],
+    platform: LivePlatform,
+    expected: LivePlatformLog,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     decided = np.bincount(expected.decisions.user, minlength=CONFIG.users)
     shy = int(np.flatnonzero(decided >= 2)[np.argmin(decided[decided >= 2])])  # a user with few decisions
@@ -263,10 +272,15 @@ def test_unanswered_requests_time_out_and_their_sessions_go_on_without_live(
     assert timeouts >= 1 and status.timeouts == timeouts and status.answered == status.requests - timeouts
     assert status.stopped_by == "finished" and status.stale == 0
     assert feed.log() == wanted
+    assert 1 <= warnings(caplog, "unanswered") <= timeouts  # the first timeout, then at most one line per 10 s
 
 
 def test_bad_answers_are_counted_and_skipped(
-    eddy_bus: KafkaBus, topics: dict[str, str], platform: LivePlatform, expected: LivePlatformLog
+    eddy_bus: KafkaBus,
+    topics: dict[str, str],
+    platform: LivePlatform,
+    expected: LivePlatformLog,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     answered: list[bytes] = []
 
@@ -301,6 +315,7 @@ def test_bad_answers_are_counted_and_skipped(
     }
     assert status.stale == n + n - 1
     assert feed.log() == expected
+    assert 1 <= warnings(caplog, "refused answer") < n  # throttled: not one line per refused answer (6 per request)
 
 
 def test_a_stop_event_ends_a_run_and_its_log_holds_the_sessions_that_ended(
