@@ -137,17 +137,31 @@ def held_out_metrics(
     model: SequenceTransformer, contexts: Sequence[Sequence[int]], targets: Sequence[int], k: int
 ) -> dict[str, float]:
     """Next-streamer cross-entropy and hit-rate@k of ``targets`` after ``contexts`` (full causal attention),
-    ranked among the known streamers (the unknown token never counts as a recommendation)."""
+    ranked among the known streamers (the unknown token never counts as a recommendation).
+
+    A target the training data never showed (:data:`UNKNOWN`: no model could rank it) counts as a miss in the hit
+    rate and is left out of the loss, which would be infinite; ``heldout_unseen`` is their share.
+
+    >>> model = SequenceTransformer(3, dim=8, layers=1, heads=1, seed=0)
+    >>> metrics = held_out_metrics(model, [[1, 2], [2]], [1, UNKNOWN], k=1)
+    >>> metrics["heldout_unseen"], metrics["heldout_loss"] < float("inf")
+    (0.5, True)
+    """
     if not targets:
         return {}
     losses, hits = [], 0
     model.eval()
     for context, target in zip(contexts, targets, strict=True):
+        if target == UNKNOWN:
+            continue
         logits = model.logits(model(torch.tensor([list(context)]))[0, -1])
         logits[UNKNOWN] = -torch.inf
         losses.append(F.cross_entropy(logits.unsqueeze(0), torch.tensor([target])).item())
         hits += int(target in logits.topk(min(k, model.vocab - 1)).indices.tolist())
-    return {"heldout_loss": sum(losses) / len(losses), f"heldout_hit_rate_at_{k}": hits / len(targets)}
+    metrics = {f"heldout_hit_rate_at_{k}": hits / len(targets), "heldout_unseen": 1.0 - len(losses) / len(targets)}
+    if losses:
+        metrics["heldout_loss"] = sum(losses) / len(losses)
+    return metrics
 
 
 def train_recommender(
@@ -170,8 +184,8 @@ def train_recommender(
     interaction (users with at least three) to measure it; see the module docstring.
 
     >>> trained = train_recommender({"u1": ["1", "2", "1", "2"], "u2": ["2", "1", "2"]}, dim=8, steps=5, length=4)
-    >>> trained.bundle.streamers, sorted(trained.metrics)[:2]
-    (('1', '2'), ['heldout_hit_rate_at_10', 'heldout_loss'])
+    >>> trained.bundle.streamers, sorted(trained.metrics)[:3]
+    (('1', '2'), ['heldout_hit_rate_at_10', 'heldout_loss', 'heldout_unseen'])
     """
     held = {user: seq for user, seq in sequences.items() if len(seq) >= 3}
     training = {user: list(seq[:-1]) if user in held else list(seq) for user, seq in sequences.items()}
