@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from learners.allocation import AllocationAgent, AllocationConfig, Transition
 from pipelines.records import BatchResult, Output, Record, RecordRejected, Rejection
 from pipelines.spec import AllocateSpec, PipelineSpec, SpecError
 
+log = logging.getLogger(__name__)
 RECENT_DECISIONS = 1000  # decisions in the reported allocation rate
 RECENT_SESSIONS = 200  # finished sessions in the reported watch and app time per session
 PENDING_LIMIT = 100_000  # decisions kept waiting for an outcome; beyond it the oldest are dropped (sessions gone)
@@ -202,8 +204,13 @@ class AllocateOperator:
         )
 
     def learn_deferred(self) -> None:
-        """The gradient steps the batch's outcomes owe (the runtime calls it once the answers are sent)."""
-        self.agent.train()
+        """The gradient steps the batch's outcomes owe (the runtime calls it once the answers are sent). A step that
+        raises is logged and the steps owed are dropped: the worker goes on answering with the model it has."""
+        try:
+            self.agent.train()
+        except Exception:
+            log.exception("pipeline %s: a gradient step failed; %d owed steps dropped", self.spec.name, self.agent.owed)
+            self.agent.owed = 0
 
     def published_model(self) -> Any:
         """What a registry version holds: the agent (its student serves)."""
