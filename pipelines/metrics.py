@@ -45,7 +45,11 @@ class WorkerMetrics:
             registry=r,
         )
         self.operator_seconds = Histogram(
-            "eddy_operator_seconds", "Operator time per micro-batch", ["pipeline"], buckets=LATENCY_BUCKETS, registry=r
+            "eddy_operator_seconds",
+            "Operator time per micro-batch (its learning after the answers included)",
+            ["pipeline"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.lag = Gauge(
             "eddy_consumer_lag", "High-water mark minus next offset", ["pipeline", "topic", "partition"], registry=r
