@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 
@@ -62,10 +62,8 @@ def build_agent(allocate: AllocateSpec, name: str) -> AllocationAgent:
 
 @dataclass
 class AllocateOperator:
-    """One allocation agent for the pipeline's requests; see the module docstring for the protocol. It runs on the
-    worker's event loop (a batch costs about a millisecond, less than a hand-off to the executor thread)."""
+    """One allocation agent for the pipeline's requests; see the module docstring for the protocol."""
 
-    runs_inline: ClassVar[Literal[True]] = True
     spec: PipelineSpec
     allocate: AllocateSpec
     agent: AllocationAgent

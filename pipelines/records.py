@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from connectors.messages import Message
 
@@ -94,12 +94,3 @@ class LearnsAfterAnswering(Protocol):
 
     def learn_deferred(self) -> None:
         """Do the learning that :meth:`Operator.process` left for after the batch's outputs were sent."""
-
-
-@runtime_checkable
-class RunsInline(Protocol):
-    """An operator whose batches take about a millisecond: the runtime calls it on the event loop, not in its
-    executor thread, whose hand-off cost more than the call itself (measured on the allocation pipeline: 2.65 ms
-    per batch of two requests through the executor, about 1 ms inline)."""
-
-    runs_inline: Literal[True]

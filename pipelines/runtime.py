@@ -48,7 +48,7 @@ from pipelines.operators import (
     Source,
     build_operator,
 )
-from pipelines.records import LearnsAfterAnswering, RunsInline
+from pipelines.records import LearnsAfterAnswering
 from pipelines.serialization import dump_state, load_state
 from pipelines.spec import PipelineSpec
 
@@ -80,11 +80,6 @@ class PipelineStatus:
     max_stall_s: float
     partitions: list[str] = field(default_factory=list)
     outputs_by_name: dict[str, int] = field(default_factory=dict)
-
-
-async def _call(fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` on the event loop, for operators that run inline (:class:`RunsInline`)."""
-    return fn(*args)
 
 
 class PipelineRunner:
@@ -307,15 +302,14 @@ class PipelineRunner:
         self.metrics.events_in.labels(name).inc(accepted)
         self.metrics.batch_size.labels(name).observe(accepted)
         if records:
-            run = _call if isinstance(self.operator, RunsInline) else self._run
             started = time.perf_counter()
-            result = await run(self.operator.process, records)
+            result = await self._run(self.operator.process, records)
             seconds = time.perf_counter() - started
             rejected.extend(result.rejected)
             await self._send_outputs(result.outputs)
             if isinstance(self.operator, LearnsAfterAnswering):
                 started = time.perf_counter()
-                await run(self.operator.learn_deferred)
+                await self._run(self.operator.learn_deferred)
                 seconds += time.perf_counter() - started
             self.metrics.operator_seconds.labels(name).observe(seconds)
         if rejected:
