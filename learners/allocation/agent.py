@@ -467,6 +467,12 @@ class AllocationAgent:
         return self._state()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        require(
+            isinstance(state, dict) and "params" in state,
+            "AllocationAgent: this pickle holds an agent of state format 3 or older, which pickled its attributes "
+            "whole; it cannot be restored: delete the pipeline's checkpoint (StateStore.delete_checkpoint, or "
+            "`make clean` for the embedded services) and let the agent learn anew",
+        )
         params = dict(state["params"])
         groups, streamers, seed = params.pop("groups"), params.pop("streamers"), params.pop("seed")
         self.__init__(groups, streamers, config=AllocationConfig(**params), seed=seed)  # type: ignore[misc]

@@ -95,6 +95,9 @@ def test_a_pickled_agent_holds_the_filled_replay_only_and_continues_identically(
     assert copy.size == original.size > 0
     assert play(copy, stream[62:]) == play(original, stream[62:])
     assert copy.updates == original.updates
+    old_pickle = agent_for()
+    with pytest.raises(ValueError, match="state format 3 or older"):
+        old_pickle.__setstate__(dict(vars(agent_for())))  # what pickling an agent of format 3 stored
 
 
 def test_the_behaviour_memory_keeps_the_most_recently_remembered_users() -> None:
