@@ -476,7 +476,8 @@ class AllocationAgent:
         params = dict(state["params"])
         groups, streamers, seed = params.pop("groups"), params.pop("streamers"), params.pop("seed")
         self.__init__(groups, streamers, config=AllocationConfig(**params), seed=seed)  # type: ignore[misc]
-        self.load_state_dict(state)
+        check_state(state, "AllocationAgent", _FORMAT, self._params())
+        self._load(state)  # freshly unpickled: nobody else holds it, so no copy
 
     def _state(self) -> dict[str, Any]:
         """:meth:`state_dict` without its copy: views of the live weights and buffers, for pickling at once."""
@@ -519,7 +520,10 @@ class AllocationAgent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, refusing another learner's or other parameters' state."""
         check_state(state, "AllocationAgent", _FORMAT, self._params())
-        state = copy.deepcopy(state)
+        self._load(copy.deepcopy(state))
+
+    def _load(self, state: dict[str, Any]) -> None:
+        """:meth:`load_state_dict` without its check and copy: the agent takes ``state``'s tensors over."""
         self.network.load_state_dict(state["network"])
         self.target.load_state_dict(state["target"])
         self.student.load_state_dict(state["student"])
