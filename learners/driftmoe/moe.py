@@ -18,6 +18,7 @@ import torch
 from river.tree import HoeffdingTreeClassifier
 
 from learners._state import check_state, require
+from learners.driftmoe.experts import FastHoeffdingTreeClassifier
 from learners.driftmoe.features import RouterInputs, validated_features
 from learners.driftmoe.router import Router
 
@@ -119,7 +120,8 @@ class _RoutedMixture:
     # -- the River surface ---------------------------------------------------------------------------------------
 
     def _new_expert(self) -> HoeffdingTreeClassifier:
-        return HoeffdingTreeClassifier(grace_period=self._params["grace_period"], delta=self._params["delta"])
+        """River's Hoeffding tree (other settings at River's defaults), as the drop-in with the same predictions."""
+        return FastHoeffdingTreeClassifier(grace_period=self._params["grace_period"], delta=self._params["delta"])
 
     def _check_label(self, y: Any) -> None:
         name = type(self).__name__

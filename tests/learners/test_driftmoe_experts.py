@@ -1,0 +1,88 @@
+"""DriftMoE's fast experts predict exactly what River's Hoeffding tree predicts, instance by instance, and learn the
+same tree (learners/driftmoe/experts.py)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import pytest
+from river.datasets import synth
+from river.tree import HoeffdingTreeClassifier
+
+from learners.driftmoe import MoEData
+from learners.driftmoe.experts import FastHoeffdingTreeClassifier
+
+Instance = tuple[dict[Hashable, Any], Hashable]
+
+
+def led(n: int) -> Iterator[Instance]:
+    """LED with nominal ("0"/"1") attributes and 10 classes, as bench/drift.py feeds it."""
+    stream = synth.LEDDrift(seed=3, noise_percentage=0.1, irrelevant_features=True, n_drift_features=3)
+    for x, y in stream.take(n):
+        yield {name: str(value) for name, value in x.items()}, y
+
+
+def rbf(n: int) -> Iterator[Instance]:
+    """RandomRBF with drifting centroids: numeric attributes (Gaussian splitters), 3 classes."""
+    yield from synth.RandomRBFDrift(
+        seed_model=3, seed_sample=4, n_classes=3, n_features=10, n_centroids=50, change_speed=0.001
+    ).take(n)
+
+
+def mixed(n: int) -> Iterator[Instance]:
+    """Nominal and numeric attributes interleaved in one leaf."""
+    for (nominal, a), (numeric, b) in zip(led(n), rbf(n), strict=True):
+        x: dict[Hashable, Any] = dict(list(nominal.items())[:6])
+        x.update({f"n{name}": value for name, value in numeric.items()})
+        yield x, (int(str(a)) % 3 + int(str(b))) % 4
+
+
+@pytest.mark.parametrize(
+    ("stream", "n", "delta"),
+    [(led, 4000, 0.5), (rbf, 3000, 0.01), (mixed, 3000, 0.5)],
+    ids=["led-nominal", "rbf-numeric", "mixed"],
+)
+@pytest.mark.parametrize("leaf_prediction", ["nba", "nb", "mc"])
+def test_fast_expert_predicts_what_river_predicts(stream: Any, n: int, delta: float, leaf_prediction: str) -> None:
+    """Same probabilities bit for bit (so the same ranking and ties) before, across and after splits. A larger
+    delta than DriftMoE's 1e-7 makes the trees split within a few thousand instances."""
+    params: dict[str, Any] = {"grace_period": 50, "delta": delta, "leaf_prediction": leaf_prediction}
+    fast, river = FastHoeffdingTreeClassifier(**params), HoeffdingTreeClassifier(**params)
+    for index, (x, y) in enumerate(stream(n)):
+        expected = river.predict_proba_one(x)
+        assert fast.predict_proba_one(x) == expected, f"instance {index}"
+        assert fast.predict_proba_one(x) == expected, f"instance {index}, asked twice"
+        fast.learn_one(x, y)
+        river.learn_one(x, y)
+    assert river.n_nodes > 1, "the stream should make the tree split"
+    assert (fast.n_nodes, fast.height, fast.n_active_leaves) == (river.n_nodes, river.height, river.n_active_leaves)
+
+
+def test_fast_expert_survives_pickling_and_copies_midstream() -> None:
+    """Checkpoints pickle and deep-copy the experts; a restored expert goes on predicting as River's does."""
+    fast, river = FastHoeffdingTreeClassifier(grace_period=50, delta=0.5), HoeffdingTreeClassifier(grace_period=50)
+    river.delta = 0.5
+    data = list(led(3000))
+    for x, y in data[:1500]:
+        fast.predict_proba_one(x)
+        fast.learn_one(x, y)
+        river.learn_one(x, y)
+    restored = pickle.loads(pickle.dumps(copy.deepcopy(fast)))
+    for x, y in data[1500:]:
+        assert restored.predict_proba_one(x) == river.predict_proba_one(x)
+        restored.learn_one(x, y)
+        river.learn_one(x, y)
+
+
+def test_moe_experts_are_fast_trees_and_accept_river_trees() -> None:
+    """The mixture builds fast experts, and still runs with plain River trees as experts (e.g. swapped in)."""
+    model = MoEData(n_experts=3, top_k=2, seed=0)
+    assert all(isinstance(expert, FastHoeffdingTreeClassifier) for expert in model.experts)
+    model.experts[0] = HoeffdingTreeClassifier(grace_period=50, delta=1e-7)
+    for x, y in led(300):
+        model.predict_one(x)
+        model.learn_one(x, y)
+    assert model.predict_one(next(led(1))[0]) is not None
