@@ -18,8 +18,10 @@ predict from a per-class cache of the naive Bayes terms:
 
 Every term is computed with the same floating-point operations, in the same order, as River's, so the
 probabilities are equal bit for bit (class ranking and ties included) and the tree learns exactly what River's
-learns. The tests compare the two instance by instance. Features seen by a splitter other than River's nominal and
-Gaussian ones fall back on River's own computation.
+learns. Split attempts compute the nominal features' info gains from tuples of weights (River's operations on the
+same sequences, each distinct branch once) and build River's dict distributions only for the split chosen. The tests
+compare the two instance by instance, and the split suggestions with River's. Features seen by a splitter other
+than River's nominal and Gaussian ones fall back on River's own computation.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ from typing import Any
 from river.tree import HoeffdingTreeClassifier
 from river.tree.nodes.htc_nodes import LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive
 from river.tree.nodes.leaf import HTLeaf
+from river.tree.split_criterion import InfoGainSplitCriterion
 from river.tree.splitter import GaussianSplitter
 from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
-from river.tree.utils import do_naive_bayes_prediction
+from river.tree.utils import BranchFactory, do_naive_bayes_prediction
 
 _HALF_LOG_TAU = 0.5 * math.log(math.tau)  # river.proba.gaussian's constant, computed the same way
+_NULL_SPLIT = object()  # _nominal_split_suggestion's markers for River's null and multiway suggestions
+_MULTIWAY_SPLIT = object()
 _NO_ROW = 0  # nominal row 0: a value the leaf never saw, whose term is 0.0 for every class (River skips it)
 
 
@@ -63,8 +68,157 @@ def _normalized(stats: dict[Hashable, float]) -> dict[Hashable, float]:
     return {label: weight * multiplier for label, weight in stats.items()}
 
 
-class FastLeafMajorityClass(LeafMajorityClass):
-    """River's majority-class leaf; its prediction skips River's deep copy of the class counts."""
+# A branch's class weights, in the order River's split distribution dict holds them: River's info gain only ever
+# reads a distribution's values, in that order, so equal sequences have equal sums and entropies.
+_Weights = tuple[float, ...]
+
+
+class _WeightLogWeight(dict[float, float]):
+    """``d * log2(d)`` per weight ``d``, remembered (the weights are counts: few distinct values), up to a size."""
+
+    def __missing__(self, weight: float) -> float:
+        term = weight * math.log2(weight)
+        if len(self) < 1 << 16:
+            self[weight] = term
+        return term
+
+
+_weight_log_weight = _WeightLogWeight()
+
+
+def _entropy(weights: _Weights, weights_sum: float) -> float:
+    """River's ``InfoGainSplitCriterion._compute_entropy_dict`` over the dict's values, with the same result: River
+    subtracts ``d * log2(d)`` from 0.0 for each positive weight in turn, which is the negated left-to-right sum of
+    those terms (rounding is symmetric in sign), and adds the positive weights from 0.0, which is ``weights_sum``
+    (``sum(weights)``) when they are all positive."""
+    if not weights or min(weights) <= 0.0:  # zero or negative weights: River skips them
+        weights = tuple([d for d in weights if d > 0.0])
+        weights_sum = _sequential_sum(weights, 0.0)
+    if not weights_sum > 0.0:
+        return 0.0
+    entropy = -_sequential_sum(map(_weight_log_weight.__getitem__, weights), 0.0)
+    return (entropy + weights_sum * math.log2(weights_sum)) / weights_sum
+
+
+def _info_gain(
+    pre_entropy: float, branches: list[_Weights], min_fraction: float, seen: dict[_Weights, tuple[float, float]]
+) -> float:
+    """River's ``InfoGainSplitCriterion.merit_of_split`` (``num_subsets_greater_than_frac``, then the pre-split
+    entropy minus the weighted branch entropies), the same operations in the same order, with the pre-split entropy
+    computed once per split attempt and each branch's (sum, entropy) once per distinct sequence (``seen``)."""
+    sums_entropies = []
+    for branch in branches:
+        known = seen.get(branch)
+        if known is None:
+            branch_sum = sum(branch)
+            known = seen[branch] = (branch_sum, _entropy(branch, branch_sum))
+        sums_entropies.append(known)
+    total_weight = 0.0
+    for branch_sum, _ in sums_entropies:
+        total_weight += branch_sum
+    if total_weight <= 0 or sum(1 for branch_sum, _ in sums_entropies if branch_sum / total_weight > min_fraction) < 2:
+        return -math.inf
+    entropy = 0.0
+    for branch_sum, branch_entropy in sums_entropies:
+        entropy += branch_sum * branch_entropy
+    return pre_entropy - entropy / total_weight
+
+
+def _nominal_split_suggestion(
+    splitter: NominalSplitterClassif, feature: Hashable, pre_entropy: float, min_fraction: float, binary_only: bool
+) -> BranchFactory:
+    """``NominalSplitterClassif.best_evaluated_split_suggestion`` with the info gain criterion: the same merits
+    (River's operations on the same sequences of weights) compared in the same order, so the same suggestion.
+    River builds a dict distribution per candidate split; here each candidate is a tuple of its branches' weights,
+    and only the chosen candidate's distribution is built, by River's own method."""
+    per_class = splitter._att_dist_per_class  # class -> {value: weight}, in insertion order
+    seen: dict[_Weights, tuple[float, float]] = {}
+    best_merit, best_value = -math.inf, _NULL_SPLIT  # River starts from the null suggestion, merit -inf
+    if not binary_only:
+        # _class_dist_from_multiway_split: one branch per value (sorted), its weights in sorted class order
+        classes = sorted(per_class)
+        branches = [
+            tuple([dist[value] for dist in (per_class[label] for label in classes) if value in dist])
+            for value in sorted(splitter._att_values)
+        ]
+        best_merit, best_value = _info_gain(pre_entropy, branches, min_fraction, seen), _MULTIWAY_SPLIT
+    dists = list(per_class.values())
+    equal = {value: tuple([dist[value] for dist in dists if value in dist]) for value in splitter._att_values}
+    for value, equal_weights in equal.items():  # the set's order, as River
+        if len(equal) == 2:  # the other value's weights, in class order: River's "not equal" sums of one term
+            (not_equal_weights,) = (weights for other, weights in equal.items() if other != value)
+        else:  # _class_dist_from_binary_split: per class holding another value, 0.0 + its other weights in order
+            not_equal = []
+            for dist in dists:
+                other_weight, has_other = 0.0, False
+                for other, weight in dist.items():
+                    if other != value:
+                        other_weight += weight
+                        has_other = True
+                if has_other:
+                    not_equal.append(other_weight)
+            not_equal_weights = tuple(not_equal)
+        merit = _info_gain(pre_entropy, [equal_weights, not_equal_weights], min_fraction, seen)
+        if merit > best_merit:
+            best_merit, best_value = merit, value
+    if best_value is _NULL_SPLIT:
+        return BranchFactory()
+    if best_value is _MULTIWAY_SPLIT:
+        return _NominalSplitSuggestion(best_merit, feature, sorted(splitter._att_values), splitter, multiway=True)
+    return _NominalSplitSuggestion(best_merit, feature, best_value, splitter, multiway=False)
+
+
+class _NominalSplitSuggestion(BranchFactory):
+    """River's suggestion for a nominal feature whose ``children_stats`` (River's dict distributions, which become
+    the new leaves' class counts) are built by River's splitter when first read: a split attempt reads only those of
+    the suggestion it splits on, right after the suggestions are made."""
+
+    def __init__(self, merit: float, feature: Hashable, split_info: Any, splitter: Any, *, multiway: bool) -> None:
+        self._splitter = splitter
+        self._children_stats: list[dict[Hashable, float]] | None = None
+        super().__init__(merit, feature, split_info, None, numerical_feature=False, multiway_split=multiway)
+
+    @property
+    def children_stats(self) -> list[dict[Hashable, float]]:
+        if self._children_stats is None:
+            splitter = self._splitter
+            if self.multiway_split:
+                self._children_stats = splitter._class_dist_from_multiway_split()
+            else:
+                self._children_stats = splitter._class_dist_from_binary_split(self.split_info)
+        return self._children_stats
+
+    @children_stats.setter
+    def children_stats(self, value: list[dict[Hashable, float]] | None) -> None:
+        self._children_stats = value
+
+
+class _FastSplitSuggestions(HTLeaf):
+    """River's ``HTLeaf.best_split_suggestions`` with the nominal features' suggestions computed by
+    :func:`_nominal_split_suggestion` under the info gain criterion (River's default); placed after
+    ``LeafMajorityClass`` in the leaves' method order, so that River's majority-share check runs first."""
+
+    def best_split_suggestions(self, criterion: Any, tree: Any) -> list[BranchFactory]:
+        if type(criterion) is not InfoGainSplitCriterion:
+            return super().best_split_suggestions(criterion, tree)
+        suggestions = [BranchFactory()] if tree.merit_preprune else []
+        pre_split_dist = self.stats
+        pre_entropy = criterion.compute_entropy(pre_split_dist)
+        min_fraction = criterion.min_branch_fraction
+        for feature, splitter in self.splitters.items():
+            if type(splitter) is NominalSplitterClassif:
+                suggestion = _nominal_split_suggestion(splitter, feature, pre_entropy, min_fraction, tree.binary_split)
+            else:
+                suggestion = splitter.best_evaluated_split_suggestion(
+                    criterion, pre_split_dist, feature, tree.binary_split
+                )
+            suggestions.append(suggestion)
+        return suggestions
+
+
+class FastLeafMajorityClass(LeafMajorityClass, _FastSplitSuggestions):
+    """River's majority-class leaf; its prediction skips River's deep copy of the class counts, and its split
+    attempts compute the nominal features' info gains without River's per-candidate dicts."""
 
     def prediction(self, x: dict[Hashable, Any], *, tree: Any = None) -> dict[Hashable, float]:
         return _normalized(self.stats)
@@ -328,7 +482,9 @@ class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
 class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
     """River's ``HoeffdingTreeClassifier`` (same parameters and defaults, same splits, same probabilities) with
     leaves that cache their naive Bayes terms: several times faster where every instance is predicted, and the
-    experts of :class:`learners.driftmoe.MoEData` and :class:`learners.driftmoe.MoETask`.
+    experts of :class:`learners.driftmoe.MoEData` and :class:`learners.driftmoe.MoETask`. With ``binary_split=True``
+    it grows River's own leaves (the cached terms were seen to differ from River's in the last bits there), so it is
+    River's tree, at River's speed.
 
     Examples
     --------
@@ -354,6 +510,8 @@ class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
         if initial_stats is None:
             initial_stats = {}
         depth = 0 if parent is None else parent.depth + 1
+        if self.binary_split:  # the cached terms differ from River's in the last bits here: River's own leaves
+            return super()._new_leaf(initial_stats, parent)
         if self._leaf_prediction == self._MAJORITY_CLASS:
             return FastLeafMajorityClass(initial_stats, depth, self.splitter)
         if self._leaf_prediction == self._NAIVE_BAYES:

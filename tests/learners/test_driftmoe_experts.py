@@ -4,6 +4,7 @@ same tree (learners/driftmoe/experts.py)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 from collections.abc import Hashable, Iterator
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 from river.datasets import synth
 from river.tree import HoeffdingTreeClassifier
+from river.tree.nodes.leaf import HTLeaf
+from river.tree.utils import BranchFactory
 
 from learners.driftmoe import MoEData
-from learners.driftmoe.experts import FastHoeffdingTreeClassifier
+from learners.driftmoe.experts import FastHoeffdingTreeClassifier, _FastSplitSuggestions
 
 Instance = tuple[dict[Hashable, Any], Hashable]
 
@@ -40,16 +43,31 @@ def mixed(n: int) -> Iterator[Instance]:
         yield x, (int(str(a)) % 3 + int(str(b))) % 4
 
 
+def many_valued(n: int) -> Iterator[Instance]:
+    """Agrawal with its three categorical attributes as nominal ones of 5, 20 and 9 values (split suggestions over
+    more than two values) beside its numeric ones."""
+    for x, y in synth.Agrawal(classification_function=2, seed=5).take(n):
+        yield {name: str(value) if name in ("elevel", "car", "zipcode") else value for name, value in x.items()}, y
+
+
 @pytest.mark.parametrize(
     ("stream", "n", "delta"),
-    [(led, 4000, 0.5), (rbf, 3000, 0.01), (mixed, 3000, 0.5)],
-    ids=["led-nominal", "rbf-numeric", "mixed"],
+    [(led, 4000, 0.5), (rbf, 3000, 0.01), (mixed, 3000, 0.5), (many_valued, 3000, 0.5)],
+    ids=["led-nominal", "rbf-numeric", "mixed", "many-valued-nominal"],
 )
 @pytest.mark.parametrize("leaf_prediction", ["nba", "nb", "mc"])
-def test_fast_expert_predicts_what_river_predicts(stream: Any, n: int, delta: float, leaf_prediction: str) -> None:
-    """Same probabilities bit for bit (so the same ranking and ties) before, across and after splits. A larger
-    delta than DriftMoE's 1e-7 makes the trees split within a few thousand instances."""
-    params: dict[str, Any] = {"grace_period": 50, "delta": delta, "leaf_prediction": leaf_prediction}
+@pytest.mark.parametrize("binary_split", [False, True], ids=["multiway", "binary"])
+def test_fast_expert_predicts_what_river_predicts(
+    stream: Any, n: int, delta: float, leaf_prediction: str, binary_split: bool
+) -> None:
+    """Same probabilities bit for bit (so the same ranking and ties) before, across and after splits, so the same
+    splits. A larger delta than DriftMoE's 1e-7 makes the trees split within a few thousand instances."""
+    params: dict[str, Any] = {
+        "grace_period": 50,
+        "delta": delta,
+        "leaf_prediction": leaf_prediction,
+        "binary_split": binary_split,
+    }
     fast, river = FastHoeffdingTreeClassifier(**params), HoeffdingTreeClassifier(**params)
     for index, (x, y) in enumerate(stream(n)):
         expected = river.predict_proba_one(x)
@@ -59,6 +77,28 @@ def test_fast_expert_predicts_what_river_predicts(stream: Any, n: int, delta: fl
         river.learn_one(x, y)
     assert river.n_nodes > 1, "the stream should make the tree split"
     assert (fast.n_nodes, fast.height, fast.n_active_leaves) == (river.n_nodes, river.height, river.n_active_leaves)
+    assert [(leaf.depth, leaf.stats) for leaf in fast._find_leaves()] == [
+        (leaf.depth, leaf.stats) for leaf in river._find_leaves()
+    ]
+
+
+@pytest.mark.parametrize("stream", [led, many_valued], ids=["two-valued", "many-valued"])
+@pytest.mark.parametrize("binary_split", [False, True])
+def test_fast_split_suggestions_are_rivers(stream: Any, binary_split: bool) -> None:
+    """Every 97 instances of a leaf that never splits, the suggestions (merit, feature, split value, children's
+    class counts in their order) are those River's splitters make."""
+    tree = FastHoeffdingTreeClassifier(grace_period=10**9, binary_split=binary_split)
+    criterion = tree._new_split_criterion()
+
+    def fields(suggestions: list[BranchFactory]) -> list[tuple[Any, ...]]:
+        return [tuple(getattr(s, field.name) for field in dataclasses.fields(s)) for s in suggestions]
+
+    for index, (x, y) in enumerate(stream(1000)):
+        tree.learn_one(x, y)
+        if index % 97 == 0:
+            leaf: Any = tree._root
+            fast = _FastSplitSuggestions.best_split_suggestions(leaf, criterion, tree)
+            assert fields(fast) == fields(HTLeaf.best_split_suggestions(leaf, criterion, tree)), f"instance {index}"
 
 
 def test_fast_expert_survives_pickling_and_copies_midstream() -> None:
