@@ -20,9 +20,12 @@ Every term is meant to be computed with the same floating-point operations, in t
 that the probabilities are equal bit for bit (class ranking and ties included) and the tree learns what River's
 learns. The tests show that on their streams; one case is known where they are not: inside MoE-Data on the
 benchmark's gradual LED stream (seed 0), one expert's probability differed from River's in the last bit at instance
-27,053 (0.36999566411331114 against 0.3699956641133112), which later changed a routing decision. Its cause is not
-found yet. Split attempts compute the nominal features' info gains from tuples of weights (River's operations on the
-same sequences, each distinct branch once) and build River's dict distributions only for the split chosen. The tests
+27,053 (0.36999566411331114 against 0.3699956641133112), which later changed a routing decision. There the leaf's
+class counts held the same values as River's in another key order (classes 3, 1, 4, 9, 5 against River's sorted
+1, 3, 4, 5, 9), and the normalisation adds them in that order; where the order comes from is not found yet.
+
+Split attempts compute the nominal features' info gains from tuples of weights (River's operations on the same
+sequences, each distinct branch once) and build River's dict distributions only for the split chosen. The tests
 compare the two instance by instance, and the split suggestions with River's. Features seen by a splitter other
 than River's nominal and Gaussian ones fall back on River's own computation.
 """
