@@ -280,9 +280,6 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         self._reset_cache()
 
     def learn_one(self, x: dict[Hashable, Any], y: Hashable, *, w: float = 1.0, tree: Any = None) -> None:
-        self._learn_and_mirror(x, y, w, tree)
-
-    def _learn_and_mirror(self, x: dict[Hashable, Any], y: Hashable, w: float, tree: Any) -> None:
         """River's update (class counts, then ``update_splitters`` below); the terms of ``y`` and the memo are
         stale after it."""
         HTLeaf.learn_one(self, x, y, w=w, tree=tree)
@@ -467,9 +464,6 @@ class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
     """River's adaptive naive Bayes leaf (``leaf_prediction="nba"``, the default, as MOA's): naive Bayes while it
     has been right at least as often as the majority class on the instances the leaf learned."""
 
-    def __init__(self, stats: dict[Hashable, float], depth: int, splitter: Any, **kwargs: Any) -> None:
-        super().__init__(stats, depth, splitter, **kwargs)
-
     def learn_one(self, x: dict[Hashable, Any], y: Hashable, *, w: float = 1.0, tree: Any = None) -> None:
         if self.is_active():
             majority = _normalized(self.stats)
@@ -478,7 +472,7 @@ class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
             naive_bayes = self._naive_bayes(x)
             if len(naive_bayes) > 0 and max(naive_bayes, key=naive_bayes.__getitem__) == y:
                 self._nb_correct_weight += w
-        self._learn_and_mirror(x, y, w, tree)
+        super().learn_one(x, y, w=w, tree=tree)
 
     def prediction(self, x: dict[Hashable, Any], *, tree: Any = None) -> dict[Hashable, float]:
         if self.is_active() and self._nb_correct_weight >= self._mc_correct_weight:
