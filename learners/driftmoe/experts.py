@@ -16,13 +16,13 @@ predict from a per-class cache of the naive Bayes terms:
 - the last naive Bayes result, kept until the leaf learns, so predicting an instance and then learning it (or
   asking several times, as the mask and the routed prediction do) computes it once.
 
-Every term is meant to be computed with the same floating-point operations, in the same order, as River's, so
-that the probabilities are equal bit for bit (class ranking and ties included) and the tree learns what River's
-learns. The tests show that on their streams; one case is known where they are not: inside MoE-Data on the
-benchmark's gradual LED stream (seed 0), one expert's probability differed from River's in the last bit at instance
-27,053 (0.36999566411331114 against 0.3699956641133112), which later changed a routing decision. There the leaf's
-class counts held the same values as River's in another key order (classes 3, 1, 4, 9, 5 against River's sorted
-1, 3, 4, 5, 9), and the normalisation adds them in that order; where the order comes from is not found yet.
+Every term is computed with the same floating-point operations, in the same order, as River's, so that the
+probabilities are equal bit for bit (class ranking and ties included) and the tree learns what River's learns. Order
+matters beyond the arithmetic: River's prediction gives each nominal splitter a key for every class of the leaf (a
+side effect of ``cond_proba`` indexing a ``defaultdict``), and that class order is the order a binary split's children
+hold their counts in, and so the order their probabilities are summed in; the fast leaves reproduce that side effect
+(:meth:`_CachedNaiveBayes._touch_classes`). Without it, MoE-Data on the benchmark's gradual LED stream (seed 0) once
+differed from River's trees in the last bit of one probability, which later changed a routing decision.
 
 Split attempts compute the nominal features' info gains from tuples of weights (River's operations on the same
 sequences, each distinct branch once) and build River's dict distributions only for the split chosen. The tests
@@ -269,6 +269,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         self._terms: dict[Hashable, list[float]] = {}  # class -> log(count / total) per row, 0.0 when count is 0
         self._gaussians: dict[Hashable, list[tuple[float, float, float] | None]] = {}  # class -> per position
         self._dirty: set[Hashable] = set(self.stats)
+        self._touched: set[Hashable] = set()  # classes every nominal splitter holds a key for (see _touch_classes)
         self._memo: tuple[dict[Hashable, Any], dict[Hashable, float]] | None = None
 
     def activate(self) -> None:
@@ -352,6 +353,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
             else:
                 self._river_only = True
             self._features.append(feature)
+        self._touched.clear()  # the new splitters hold no class yet
         n_features = len(self._features)
         for totals in self._totals.values():
             totals.extend([0.0] * (n_features - len(totals)))
@@ -389,9 +391,32 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
             gaussians.append(entry)
         self._gaussians[label] = gaussians
 
+    def _touch_classes(self, x: dict[Hashable, Any]) -> None:
+        """The side effect of River's prediction on its splitters: ``NominalSplitterClassif.cond_proba`` indexes its
+        ``defaultdict`` of classes, so each nominal splitter of a feature in ``x`` gets a key (an empty dict) for every
+        class of ``stats`` with a positive weight, in ``stats``'s order. The splitters' class order is the order a
+        binary split's children hold their class counts in, and the order their probabilities are summed in."""
+        stats = self.stats
+        if self._touched.issuperset(stats) or all(
+            label in self._touched for label, weight in stats.items() if weight > 0
+        ):
+            return
+        labels = [label for label, weight in stats.items() if weight > 0]
+        every_feature = True
+        for feature, _, _ in self._nominal_lookup:
+            if feature not in x:
+                every_feature = False
+                continue
+            per_class = self.splitters[feature]._att_dist_per_class
+            for label in labels:
+                if label not in per_class:
+                    per_class[label] = {}
+        if every_feature:
+            self._touched.update(labels)
+
     def _naive_bayes(self, x: dict[Hashable, Any]) -> dict[Hashable, float]:
-        """``do_naive_bayes_prediction(x, self.stats, self.splitters)``, bit for bit but for a known exception (see the
-        module docstring)."""
+        """``do_naive_bayes_prediction(x, self.stats, self.splitters)``, bit for bit, side effect on the splitters
+        included."""
         memo = self._memo
         if memo is not None and memo[0] == x:
             return memo[1]
@@ -407,6 +432,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
             for label in self._dirty:
                 self._refresh(label)
             self._dirty.clear()
+        self._touch_classes(x)
 
         log = math.log
         terms = self._terms
@@ -481,12 +507,9 @@ class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
 
 
 class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
-    """River's ``HoeffdingTreeClassifier`` (same parameters and defaults, same splits, same probabilities but for a
-    last-bit exception described in the module docstring) with
-    leaves that cache their naive Bayes terms: several times faster where every instance is predicted, and the
-    experts of :class:`learners.driftmoe.MoEData` and :class:`learners.driftmoe.MoETask`. With ``binary_split=True``
-    it grows River's own leaves (the cached terms were seen to differ from River's in the last bits there), so it is
-    River's tree, at River's speed.
+    """River's ``HoeffdingTreeClassifier`` (same parameters and defaults, same splits, same probabilities bit for
+    bit) with leaves that cache their naive Bayes terms: several times faster where every instance is predicted, and
+    the experts of :class:`learners.driftmoe.MoEData` and :class:`learners.driftmoe.MoETask`.
 
     Examples
     --------
@@ -512,8 +535,6 @@ class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
         if initial_stats is None:
             initial_stats = {}
         depth = 0 if parent is None else parent.depth + 1
-        if self.binary_split:  # the cached terms differ from River's in the last bits here: River's own leaves
-            return super()._new_leaf(initial_stats, parent)
         if self._leaf_prediction == self._MAJORITY_CLASS:
             return FastLeafMajorityClass(initial_stats, depth, self.splitter)
         if self._leaf_prediction == self._NAIVE_BAYES:
