@@ -24,10 +24,11 @@ hold their counts in, and so the order their probabilities are summed in; the fa
 (:meth:`_CachedNaiveBayes._touch_classes`). Without it, MoE-Data on the benchmark's gradual LED stream (seed 0) once
 differed from River's trees in the last bit of one probability, which later changed a routing decision.
 
-Split attempts compute the nominal features' info gains from tuples of weights (River's operations on the same
-sequences, each distinct branch once) and build River's dict distributions only for the split chosen. The tests
-compare the two instance by instance, and the split suggestions with River's. Features seen by a splitter other
-than River's nominal and Gaussian ones fall back on River's own computation.
+Split attempts compute the info gains of nominal and Gaussian features from tuples of weights (River's operations on
+the same sequences, each distinct branch once) and build River's dict distributions only for the split chosen; a
+Gaussian feature's estimator is updated inline, with River's arithmetic. The tests compare the two instance by
+instance, and the split suggestions with River's. Features seen by a splitter other than River's nominal and
+Gaussian ones fall back on River's own computation.
 """
 
 from __future__ import annotations
@@ -170,25 +171,82 @@ def _nominal_split_suggestion(
     if best_value is _NULL_SPLIT:
         return BranchFactory()
     if best_value is _MULTIWAY_SPLIT:
-        return _NominalSplitSuggestion(best_merit, feature, sorted(splitter._att_values), splitter, multiway=True)
-    return _NominalSplitSuggestion(best_merit, feature, best_value, splitter, multiway=False)
+        return _LazyChildrenSuggestion(
+            best_merit, feature, sorted(splitter._att_values), splitter, numerical=False, multiway=True
+        )
+    return _LazyChildrenSuggestion(best_merit, feature, best_value, splitter, numerical=False, multiway=False)
 
 
-class _NominalSplitSuggestion(BranchFactory):
-    """River's suggestion for a nominal feature whose ``children_stats`` (River's dict distributions, which become
-    the new leaves' class counts) are built by River's splitter when first read: a split attempt reads only those of
-    the suggestion it splits on, right after the suggestions are made."""
+def _gaussian_split_suggestion(
+    splitter: GaussianSplitter, feature: Hashable, pre_entropy: float, min_fraction: float
+) -> BranchFactory:
+    """``GaussianSplitter.best_evaluated_split_suggestion`` with the info gain criterion: for each of River's
+    candidate thresholds, the branches' weights in River's order (``_class_dists_from_binary_split``: per class in
+    the splitter's order, its whole weight on one side when the threshold is outside its range, else its Gaussian
+    CDF share), compared as River compares them; only the chosen threshold's dict distributions are built."""
+    per_class = splitter._att_dist_per_class
+    mins, maxs = splitter._min_per_class, splitter._max_per_class
+    seen: dict[_Weights, tuple[float, float]] = {}
+    best_merit, best_value = -math.inf, None
+    for split_value in splitter._split_point_suggestions():
+        left: list[float] = []
+        right: list[float] = []
+        for label, estimator in per_class.items():
+            n = estimator.n_samples
+            if split_value < mins[label]:
+                right.append(n)
+            elif split_value >= maxs[label]:
+                left.append(n)
+            else:
+                weight = estimator.cdf(split_value) * n
+                left.append(weight)
+                right.append(n - weight)
+        merit = _info_gain(pre_entropy, [tuple(left), tuple(right)], min_fraction, seen)
+        if merit > best_merit:
+            best_merit, best_value = merit, split_value
+    if best_value is None:
+        return BranchFactory()
+    return _LazyChildrenSuggestion(best_merit, feature, best_value, splitter, numerical=True, multiway=False)
 
-    def __init__(self, merit: float, feature: Hashable, split_info: Any, splitter: Any, *, multiway: bool) -> None:
+
+def _update_gaussian(splitter: Any, value: float, label: Hashable, w: float) -> None:
+    """``GaussianSplitter.update`` for a value that is not None, with the estimator's update (``Gaussian`` ->
+    ``Var`` -> ``Mean``) inlined: the same operations on the same attributes."""
+    estimator = splitter._att_dist_per_class.get(label)
+    if estimator is None:  # the class's first value here: River creates the estimator
+        splitter.update(value, label, w)
+        return
+    if value < splitter._min_per_class[label]:
+        splitter._min_per_class[label] = value
+    if value > splitter._max_per_class[label]:
+        splitter._max_per_class[label] = value
+    var = estimator._var
+    mean = var.mean
+    mean_old = mean._mean
+    mean.n += w
+    mean._mean += (w / mean.n) * (value - mean._mean)
+    var._S += w * (value - mean_old) * (value - mean._mean)
+
+
+class _LazyChildrenSuggestion(BranchFactory):
+    """River's suggestion whose ``children_stats`` (River's dict distributions, which become the new leaves' class
+    counts) are built by River's splitter when first read: a split attempt reads only those of the suggestion it
+    splits on, right after the suggestions are made."""
+
+    def __init__(
+        self, merit: float, feature: Hashable, split_info: Any, splitter: Any, *, numerical: bool, multiway: bool
+    ) -> None:
         self._splitter = splitter
         self._children_stats: list[dict[Hashable, float]] | None = None
-        super().__init__(merit, feature, split_info, None, numerical_feature=False, multiway_split=multiway)
+        super().__init__(merit, feature, split_info, None, numerical_feature=numerical, multiway_split=multiway)
 
     @property
     def children_stats(self) -> list[dict[Hashable, float]]:
         if self._children_stats is None:
             splitter = self._splitter
-            if self.multiway_split:
+            if self.numerical_feature:
+                self._children_stats = splitter._class_dists_from_binary_split(self.split_info)
+            elif self.multiway_split:
                 self._children_stats = splitter._class_dist_from_multiway_split()
             else:
                 self._children_stats = splitter._class_dist_from_binary_split(self.split_info)
@@ -212,8 +270,11 @@ class _FastSplitSuggestions(HTLeaf):
         pre_entropy = criterion.compute_entropy(pre_split_dist)
         min_fraction = criterion.min_branch_fraction
         for feature, splitter in self.splitters.items():
-            if type(splitter) is NominalSplitterClassif:
+            kind = type(splitter)
+            if kind is NominalSplitterClassif:
                 suggestion = _nominal_split_suggestion(splitter, feature, pre_entropy, min_fraction, tree.binary_split)
+            elif kind is GaussianSplitter:
+                suggestion = _gaussian_split_suggestion(splitter, feature, pre_entropy, min_fraction)
             else:
                 suggestion = splitter.best_evaluated_split_suggestion(
                     criterion, pre_split_dist, feature, tree.binary_split
@@ -313,23 +374,24 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
                 slot = slots[feature]
             splitter, position, rows = slot
             if rows is None:  # Gaussian
-                splitter.update(value, y, w)
+                if value is not None:
+                    _update_gaussian(splitter, value, y, w)
                 continue
             if value is None:
                 splitter._missing_weight_observed += w
             else:
-                splitter._att_values.add(value)
+                row = rows.get(value)
+                if row is None:  # a value this leaf has not learned yet (a known one is in _att_values already)
+                    splitter._att_values.add(value)
+                    row = rows[value] = len(self._row_position)
+                    self._row_position.append(position)
+                    for class_rows in itertools.chain(self._counts.values(), self._terms.values()):
+                        class_rows.append(0.0)  # no other class has this value yet: count 0, term 0.0
                 class_counts = splitter._att_dist_per_class[y]
                 if value in class_counts:
                     class_counts[value] += w
                 else:
                     class_counts[value] = w
-                row = rows.get(value)
-                if row is None:
-                    row = rows[value] = len(self._row_position)
-                    self._row_position.append(position)
-                    for class_rows in itertools.chain(self._counts.values(), self._terms.values()):
-                        class_rows.append(0.0)  # no other class has this value yet: count 0, term 0.0
                 counts[row] += w
                 totals[position] += w
             splitter._total_weight_observed += w
@@ -369,10 +431,14 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         else:
             totals = self._totals[label]
             log = math.log
-            self._terms[label] = [
-                log(count / totals[position]) if count > 0 else 0.0
-                for count, position in zip(counts, self._row_position, strict=True)
-            ]
+            total = totals[0] if totals else 0.0
+            if totals.count(total) == len(totals):  # every feature seen on every instance: one denominator
+                self._terms[label] = [log(count / total) if count > 0 else 0.0 for count in counts]
+            else:
+                self._terms[label] = [
+                    log(count / totals[position]) if count > 0 else 0.0
+                    for count, position in zip(counts, self._row_position, strict=True)
+                ]
         if self._all_nominal:  # kept the same length as the features, for when a numeric one comes
             self._gaussians[label] = [None] * len(self._features)
             return
@@ -547,6 +613,8 @@ class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
             self._sorted_classes = sorted(self.classes)
         proba = dict.fromkeys(self._sorted_classes, 0.0)
         if self._root is not None:
-            leaf: Any = self._root.traverse(x, until_leaf=True) if not isinstance(self._root, HTLeaf) else self._root
+            root: Any = self._root
+            # HTLeaf is an ABC: an isinstance check through its machinery is slow on a path taken every prediction
+            leaf: Any = root if HTLeaf in type(root).__mro__ else root.traverse(x, until_leaf=True)
             proba.update(leaf.prediction(x, tree=self))
         return proba

@@ -87,11 +87,11 @@ def leaf_state(leaf: Any) -> tuple[Any, ...]:
     return leaf.depth, list(leaf.stats.items()), splitter_classes
 
 
-@pytest.mark.parametrize("stream", [led, many_valued], ids=["two-valued", "many-valued"])
+@pytest.mark.parametrize("stream", [led, many_valued, rbf], ids=["two-valued", "many-valued", "numeric"])
 @pytest.mark.parametrize("binary_split", [False, True])
 def test_fast_split_suggestions_are_rivers(stream: Any, binary_split: bool) -> None:
     """Every 97 instances of a leaf that never splits, the suggestions (merit, feature, split value, children's
-    class counts in their order) are those River's splitters make."""
+    class counts in their order) are those River's splitters make, nominal and numeric (Gaussian) ones."""
     tree = FastHoeffdingTreeClassifier(grace_period=10**9, binary_split=binary_split)
     criterion = tree._new_split_criterion()
 
