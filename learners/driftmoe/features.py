@@ -42,7 +42,7 @@ class RouterInputs:
 
     >>> inputs = RouterInputs()
     >>> for x in [{"a": 1.0, "c": "red"}, {"a": 3.0, "c": "blue"}]:
-    ...     inputs.learn(x)
+    ...     _ = inputs.learn(x)
     >>> inputs.transform({"a": 3.0, "c": "blue"}).tolist()
     [1.0, 0.0, 1.0]
     >>> inputs.transform({"a": 2.0, "c": "green", "new": 5.0}).tolist()
@@ -59,13 +59,17 @@ class RouterInputs:
         """The number of columns seen so far (the router's input size)."""
         return len(self.numeric) + len(self.categories)
 
-    def learn(self, x: dict[Hashable, Any]) -> None:
-        """Update the running moments and give unseen features and categories a column."""
+    def learn(self, x: dict[Hashable, Any]) -> bool:
+        """Update the running moments and give unseen features and categories a column; whether anything changed
+        (nothing does for known categories alone), that is whether ``transform`` may now give another vector."""
+        changed = False
         for name, value in x.items():
             if isinstance(value, str):
                 if (name, value) not in self.categories:
                     self.categories[(name, value)] = self.width
+                    changed = True
                 continue
+            changed = True
             moments = self.moments.get(name)
             if moments is None:
                 self.numeric[name] = self.width
@@ -74,6 +78,7 @@ class RouterInputs:
             delta = value - moments[1]
             moments[1] += delta / moments[0]
             moments[2] += delta * (value - moments[1])
+        return changed
 
     def transform(self, x: dict[Hashable, Any]) -> np.ndarray:
         """The router input for ``x`` (float32, ``width`` columns); unknown features and categories are zeros."""

@@ -94,6 +94,9 @@ class _RoutedMixture:
         self._routes: deque[int] = deque(maxlen=share_window)
         self.n_learned = 0
         self.router_updates = 0
+        # the last prediction's features, router state, input vector and logits: learn_one reuses them for the same
+        # instance when neither the inputs' scaling and vocabulary nor the router changed in between
+        self._scored: tuple[dict[Hashable, Any], tuple[int, int, int], np.ndarray, np.ndarray] | None = None
 
     # -- what a variant defines --------------------------------------------------------------------------------
 
@@ -148,10 +151,13 @@ class _RoutedMixture:
             self._label_type = type(y)
         if y not in self.classes:
             self._add_class(y)
-        self.inputs.learn(x)
+        inputs_changed = self.inputs.learn(x)
         self.router.grow(self.inputs.width, self._n_outputs())
-        vector = self.inputs.transform(x)
-        logits = self.router.scores(vector)
+        scored = self._scored
+        if not inputs_changed and scored is not None and scored[1] == self._router_state() and scored[0] == x:
+            vector, logits = scored[2], scored[3]
+        else:
+            vector, logits = self._score(x)
         self._buffer_inputs.append(vector)
         self._buffer_masks.append(self._mask(x, y))
         self._train_experts(x, y, logits)
@@ -177,7 +183,18 @@ class _RoutedMixture:
         x = validated_features(x, type(self).__name__)
         if not self.classes:
             return {}
-        return self._proba(x, self.router.scores(self.inputs.transform(x)))
+        return self._proba(x, self._score(x)[1])
+
+    def _router_state(self) -> tuple[int, int, int]:
+        """What changes the router's output for a given input vector: its steps and its shape."""
+        return self.router_updates, self.router.n_inputs, self.router.n_outputs
+
+    def _score(self, x: dict[Hashable, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The router's input vector and logits for ``x``, remembered for ``learn_one``."""
+        vector = self.inputs.transform(x)
+        logits = self.router.scores(vector)
+        self._scored = (x, self._router_state(), vector, logits)
+        return vector, logits
 
     def predict_one(self, x: dict[Hashable, Any]) -> Hashable | None:
         """The most probable class, or ``None`` before any learning."""
@@ -227,6 +244,7 @@ class _RoutedMixture:
         self._routes = deque(state["routes"], maxlen=self._params["share_window"])
         self.n_learned = state["n_learned"]
         self.router_updates = state["router_updates"]
+        self._scored = None
 
 
 def _positive_proba(proba: dict[Hashable, float]) -> float:

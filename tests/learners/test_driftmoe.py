@@ -133,3 +133,31 @@ def test_router_growth_keeps_its_function_on_past_inputs() -> None:
 def test_bad_parameters_are_refused(params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MoEData(**params)
+
+
+@pytest.mark.parametrize("learner", [MoEData, MoETask], ids=lambda learner: learner.__name__)
+def test_predicting_first_does_not_change_what_is_learned(learner: type[Any]) -> None:
+    """learn_one reuses the router's scores of the last instance scored when it is the same instance and nothing
+    that shapes them changed (all-categorical instances with known categories, no router step since): the learner
+    ends in the same state as one that recomputes them every time, through router steps, growth, new categories
+    and instances learned twice in a row."""
+    rng = random.Random(1)
+    values = [f"v{k}" for k in range(4)]
+    stream = [({f"f{j}": rng.choice(values[: 2 + i // 400]) for j in range(5)}, rng.randrange(3)) for i in range(900)]
+    stream += [({**x, "n": rng.gauss(0, 1)}, y) for x, y in stream[:300]]  # then a numeric feature too
+    # some learned twice in a row, predicted only the first time
+    steps = [(x, y, again) for x, y in stream for again in [False, True][: 1 + (rng.random() < 0.2)]]
+    predicting, learning = learner(**learner._unit_test_params()), learner(**learner._unit_test_params())
+    for x, y, again in steps:
+        if not again:
+            predicting.predict_one(x)
+        predicting.learn_one(x, y)
+        learning._scored = None  # nothing remembered: every score computed afresh
+        learning.learn_one(x, y)
+        assert predicting._scored is not None and learning._scored is not None
+        assert np.array_equal(predicting._scored[3], learning._scored[3])  # the logits each learn_one routed by
+    assert predicting.router_updates == learning.router_updates > 0
+    assert predicting.router.n_inputs == learning.router.n_inputs == 4 * 5 + 1
+    for mine, theirs in zip(predicting.router.params, learning.router.params, strict=True):
+        assert torch.equal(mine, theirs)
+    assert list(predicting._routes) == list(learning._routes)
