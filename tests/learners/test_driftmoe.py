@@ -143,7 +143,9 @@ def test_predicting_first_does_not_change_what_is_learned(learner: type[Any]) ->
     and instances learned twice in a row."""
     rng = random.Random(1)
     values = [f"v{k}" for k in range(4)]
-    stream = [({f"f{j}": rng.choice(values[: 2 + i // 400]) for j in range(5)}, rng.randrange(3)) for i in range(900)]
+    stream: list[tuple[dict[Hashable, Any], int]] = [
+        ({f"f{j}": rng.choice(values[: 2 + i // 400]) for j in range(5)}, rng.randrange(3)) for i in range(900)
+    ]
     stream += [({**x, "n": rng.gauss(0, 1)}, y) for x, y in stream[:300]]  # then a numeric feature too
     # some learned twice in a row, predicted only the first time
     steps = [(x, y, again) for x, y in stream for again in [False, True][: 1 + (rng.random() < 0.2)]]
