@@ -51,6 +51,7 @@ from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
 from river.tree.utils import BranchFactory, do_naive_bayes_prediction
 
 _HALF_LOG_TAU = 0.5 * math.log(math.tau)  # river.proba.gaussian's constant, computed the same way
+_SQRT_2 = math.sqrt(2.0)  # river.utils.math.norm_cdf's divisor
 _NULL_SPLIT = object()  # _nominal_split_suggestion's markers for River's null and multiway suggestions
 _MULTIWAY_SPLIT = object()
 _NO_ROW = 0  # nominal row 0: a value the leaf never saw, whose term is 0.0 for every class (River skips it)
@@ -93,7 +94,14 @@ class _WeightLogWeight(dict[float, float]):
 _weight_log_weight = _WeightLogWeight()
 
 
-def _entropy(weights: _Weights, weights_sum: float) -> float:
+def _weight_log2(weight: float) -> float:
+    """``d * log2(d)`` without the memo: for weights that rarely repeat (a Gaussian feature's CDF shares)."""
+    return weight * math.log2(weight)
+
+
+def _entropy(
+    weights: _Weights, weights_sum: float, term: Callable[[float], float] = _weight_log_weight.__getitem__
+) -> float:
     """River's ``InfoGainSplitCriterion._compute_entropy_dict`` over the dict's values, with the same result: River
     subtracts ``d * log2(d)`` from 0.0 for each positive weight in turn, which is the negated left-to-right sum of
     those terms (rounding is symmetric in sign), and adds the positive weights from 0.0, which is ``weights_sum``
@@ -103,18 +111,26 @@ def _entropy(weights: _Weights, weights_sum: float) -> float:
         weights_sum = _sequential_sum(weights, 0.0)
     if not weights_sum > 0.0:
         return 0.0
-    entropy = -_sequential_sum(map(_weight_log_weight.__getitem__, weights), 0.0)
+    entropy = -_sequential_sum(map(term, weights), 0.0)
     return (entropy + weights_sum * math.log2(weights_sum)) / weights_sum
 
 
 def _info_gain(
-    pre_entropy: float, branches: list[_Weights], min_fraction: float, seen: dict[_Weights, tuple[float, float]]
+    pre_entropy: float,
+    branches: list[_Weights],
+    min_fraction: float,
+    seen: dict[_Weights, tuple[float, float]] | None,
 ) -> float:
     """River's ``InfoGainSplitCriterion.merit_of_split`` (``num_subsets_greater_than_frac``, then the pre-split
     entropy minus the weighted branch entropies), the same operations in the same order, with the pre-split entropy
-    computed once per split attempt and each branch's (sum, entropy) once per distinct sequence (``seen``)."""
+    computed once per split attempt and, for counts, each branch's (sum, entropy) once per distinct sequence
+    (``seen``; None for weights that rarely repeat, where remembering costs more than it saves)."""
     sums_entropies = []
     for branch in branches:
+        if seen is None:
+            branch_sum = sum(branch)
+            sums_entropies.append((branch_sum, _entropy(branch, branch_sum, _weight_log2)))
+            continue
         known = seen.get(branch)
         if known is None:
             branch_sum = sum(branch)
@@ -184,29 +200,40 @@ def _gaussian_split_suggestion(
     candidate thresholds, the branches' weights in River's order (``_class_dists_from_binary_split``: per class in
     the splitter's order, its whole weight on one side when the threshold is outside its range, else its Gaussian
     CDF share), compared as River compares them; only the chosen threshold's dict distributions are built."""
-    per_class = splitter._att_dist_per_class
-    mins, maxs = splitter._min_per_class, splitter._max_per_class
-    seen: dict[_Weights, tuple[float, float]] = {}
+    classes = []  # per class: its weight, range, and the mean and standard deviation River's cdf reads
+    for label, estimator in splitter._att_dist_per_class.items():
+        var = estimator._var
+        n = var.mean.n
+        variance = var._S / (n - var.ddof) if n > var.ddof else 0.0  # Var.get()
+        classes.append((n, splitter._min_per_class[label], splitter._max_per_class[label], var.mean._mean, variance))
     best_merit, best_value = -math.inf, None
     for split_value in splitter._split_point_suggestions():
         left: list[float] = []
         right: list[float] = []
-        for label, estimator in per_class.items():
-            n = estimator.n_samples
-            if split_value < mins[label]:
+        for n, low, high, mu, variance in classes:
+            if split_value < low:
                 right.append(n)
-            elif split_value >= maxs[label]:
+            elif split_value >= high:
                 left.append(n)
             else:
-                weight = estimator.cdf(split_value) * n
+                weight = _gaussian_cdf(split_value, mu, variance) * n
                 left.append(weight)
                 right.append(n - weight)
-        merit = _info_gain(pre_entropy, [tuple(left), tuple(right)], min_fraction, seen)
+        merit = _info_gain(pre_entropy, [tuple(left), tuple(right)], min_fraction, None)
         if merit > best_merit:
             best_merit, best_value = merit, split_value
     if best_value is None:
         return BranchFactory()
     return _LazyChildrenSuggestion(best_merit, feature, best_value, splitter, numerical=True, multiway=False)
+
+
+def _gaussian_cdf(value: float, mu: float, variance: float) -> float:
+    """River's ``Gaussian.cdf`` (``norm_cdf((x - mu) / sigma)``, 0.0 where sigma is 0) from the estimator's mean and
+    variance, computed once per split attempt instead of once per threshold."""
+    try:
+        return 0.5 * (1.0 + math.erf((value - mu) / variance**0.5 / _SQRT_2))
+    except ZeroDivisionError:
+        return 0.0
 
 
 def _update_gaussian(splitter: Any, value: float, label: Hashable, w: float) -> None:
