@@ -25,8 +25,9 @@ hold their counts in, and so the order their probabilities are summed in; the fa
 differed from River's trees in the last bit of one probability, which later changed a routing decision.
 
 Split attempts compute the info gains of nominal and Gaussian features from tuples of weights (River's operations on
-the same sequences, each distinct branch once) and build River's dict distributions only for the split chosen; a
-Gaussian feature's estimator is updated inline, with River's arithmetic. The tests compare the two instance by
+the same sequences: a nominal feature's distinct branches once each, a Gaussian class's mean and variance once per
+attempt) and build River's dict distributions only for the split chosen; a Gaussian feature's estimator is updated
+inline, with River's arithmetic. The tests compare the two instance by
 instance, and the split suggestions with River's. Features seen by a splitter other than River's nominal and
 Gaussian ones fall back on River's own computation.
 """
