@@ -27,9 +27,9 @@ differed from River's trees in the last bit of one probability, which later chan
 Split attempts compute the info gains of nominal and Gaussian features from tuples of weights (River's operations on
 the same sequences: a nominal feature's distinct branches once each, a Gaussian class's mean and variance once per
 attempt) and build River's dict distributions only for the split chosen; a Gaussian feature's estimator is updated
-inline, with River's arithmetic. The tests compare the two instance by
-instance, and the split suggestions with River's. Features seen by a splitter other than River's nominal and
-Gaussian ones fall back on River's own computation.
+inline, with River's arithmetic. The tests compare the two instance by instance, and the split suggestions with
+River's. Features seen by a splitter other than River's nominal and Gaussian ones fall back on River's own
+computation.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def _gaussian_split_suggestion(
     candidate thresholds, the branches' weights in River's order (``_class_dists_from_binary_split``: per class in
     the splitter's order, its whole weight on one side when the threshold is outside its range, else its Gaussian
     CDF share), compared as River compares them; only the chosen threshold's dict distributions are built."""
-    classes = []  # per class: its weight, range, and the mean and standard deviation River's cdf reads
+    classes = []  # per class: its weight, its range, and the mean and variance River's cdf reads
     for label, estimator in splitter._att_dist_per_class.items():
         var = estimator._var
         n = var.mean.n
@@ -230,7 +230,7 @@ def _gaussian_split_suggestion(
 
 def _gaussian_cdf(value: float, mu: float, variance: float) -> float:
     """River's ``Gaussian.cdf`` (``norm_cdf((x - mu) / sigma)``, 0.0 where sigma is 0) from the estimator's mean and
-    variance, computed once per split attempt instead of once per threshold."""
+    variance, which a split attempt reads once per class instead of once per threshold."""
     try:
         return 0.5 * (1.0 + math.erf((value - mu) / variance**0.5 / _SQRT_2))
     except ZeroDivisionError:
