@@ -41,7 +41,7 @@ import numbers
 import operator
 import sys
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from river.tree import HoeffdingTreeClassifier
 from river.tree.nodes.htc_nodes import LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive
@@ -319,6 +319,17 @@ class FastLeafMajorityClass(LeafMajorityClass, _FastSplitSuggestions):
         return _normalized(self.stats)
 
 
+class _Plan(NamedTuple):
+    """What a leaf's naive Bayes predictions read until it learns again (:meth:`_CachedNaiveBayes._build_plan`)."""
+
+    classes: list[tuple[float, list[float] | None]]  # per class of stats: (log prior, terms per row or None)
+    lookup_features: list[Hashable]  # the nominal features, in the splitters' order
+    lookups: list[dict[Any, int]]  # their value -> row maps
+
+
+_ZEROS = itertools.repeat(0)  # the row of a value the leaf never saw, for every nominal feature
+
+
 class _CachedNaiveBayes(FastLeafMajorityClass):
     """The naive Bayes prediction of River's leaves (``do_naive_bayes_prediction``), from cached per-class terms.
 
@@ -360,6 +371,13 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         self._dirty: set[Hashable] = set(self.stats)
         self._touched: set[Hashable] = set()  # classes every nominal splitter holds a key for (see _touch_classes)
         self._memo: tuple[dict[Hashable, Any], dict[Hashable, float]] | None = None
+        self._plan: _Plan | None = None  # what every prediction reads until the leaf learns again (see _build_plan)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A leaf pickled by an earlier version (a checkpoint) lacks the caches added since: start them empty."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_touched", set())
+        self.__dict__.setdefault("_plan", None)
 
     def activate(self) -> None:
         super().activate()
@@ -374,6 +392,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         stale after it."""
         HTLeaf.learn_one(self, x, y, w=w, tree=tree)
         self._memo = None
+        self._plan = None
         self._dirty.add(y)
 
     def update_splitters(self, x: dict[Hashable, Any], y: Hashable, w: float, nominal_attributes: Any) -> None:
@@ -444,6 +463,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
                 self._river_only = True
             self._features.append(feature)
         self._touched.clear()  # the new splitters hold no class yet
+        self._plan = None
         n_features = len(self._features)
         for totals in self._totals.values():
             totals.extend([0.0] * (n_features - len(totals)))
@@ -508,6 +528,20 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         if every_feature:
             self._touched.update(labels)
 
+    def _build_plan(self, total_weight: float) -> _Plan:
+        """Rebuild the terms of the classes learned since, then gather what predictions read until the leaf learns
+        again: per class of ``stats`` (in its order) River's prior ``log(weight / total)`` and its terms (None for a
+        class of weight 0, whose vote River leaves at 0.0), and the nominal features' value -> row maps."""
+        for label in self._dirty:
+            self._refresh(label)
+        self._dirty.clear()
+        classes: list[tuple[float, list[float] | None]] = [
+            (math.log(weight / total_weight), self._terms[label]) if weight > 0 else (0.0, None)
+            for label, weight in self.stats.items()
+        ]
+        features = [feature for feature, _, _ in self._nominal_lookup]
+        return _Plan(classes, features, [lookup for _, _, lookup in self._nominal_lookup])
+
     def _naive_bayes(self, x: dict[Hashable, Any]) -> dict[Hashable, float]:
         """``do_naive_bayes_prediction(x, self.stats, self.splitters)``, bit for bit, side effect on the splitters
         included."""
@@ -522,35 +556,27 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
             self._follow_splitters()
         if self._river_only:
             return do_naive_bayes_prediction(x, stats, self.splitters)
-        if self._dirty:
-            for label in self._dirty:
-                self._refresh(label)
-            self._dirty.clear()
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._build_plan(total_weight)
         self._touch_classes(x)
 
-        log = math.log
-        terms = self._terms
-        get = x.get
-        votes: list[float] = []
+        votes: list[float]
         if self._all_nominal:
-            rows = [lookup.get(get(feature), 0) for feature, _, lookup in self._nominal_lookup]
+            rows = list(map(dict.get, plan.lookups, map(x.get, plan.lookup_features), _ZEROS))
             pick = operator.itemgetter(*rows) if len(rows) > 1 else lambda terms: tuple(terms[r] for r in rows)
-            for label, class_weight in stats.items():
-                if class_weight > 0:
-                    votes.append(_sequential_sum(pick(terms[label]), log(class_weight / total_weight)))
-                else:
-                    votes.append(0.0)
+            votes = [0.0 if terms is None else _sequential_sum(pick(terms), prior) for prior, terms in plan.classes]
         else:
+            get = x.get
             values = [get(feature) for feature in self._features]
             rows = [0] * len(values)
             for _, position, lookup in self._nominal_lookup:
                 rows[position] = lookup.get(values[position], 0)
-            for label, class_weight in stats.items():
-                if class_weight <= 0:
+            votes = []
+            for label, (vote, class_terms) in zip(stats, plan.classes, strict=True):
+                if class_terms is None:
                     votes.append(0.0)
                     continue
-                vote = log(class_weight / total_weight)
-                class_terms = terms[label]
                 for nominal, value, row, gaussian in zip(
                     self._nominal, values, rows, self._gaussians[label], strict=True
                 ):
@@ -565,7 +591,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
 
         max_ll = max(votes)
         exp = math.exp
-        lse = max_ll + log(sum([exp(vote - max_ll) for vote in votes]))
+        lse = max_ll + math.log(sum([exp(vote - max_ll) for vote in votes]))
         result = {label: exp(vote - lse) for label, vote in zip(stats, votes, strict=True)}
         self._memo = (dict(x), result)
         return result

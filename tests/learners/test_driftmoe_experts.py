@@ -122,6 +122,26 @@ def test_fast_expert_survives_pickling_and_copies_midstream() -> None:
         river.learn_one(x, y)
 
 
+def test_fast_expert_pickled_by_an_earlier_version_still_loads() -> None:
+    """A checkpoint's leaves made before a cache was added lack its attribute; loaded, they start it empty and go
+    on predicting as River's tree does."""
+    fast, river = FastHoeffdingTreeClassifier(grace_period=50, delta=0.5), HoeffdingTreeClassifier(grace_period=50)
+    river.delta = 0.5
+    data = list(led(3000))
+    for x, y in data[:1500]:
+        fast.predict_proba_one(x)
+        river.predict_proba_one(x)
+        fast.learn_one(x, y)
+        river.learn_one(x, y)
+    for leaf in fast._find_leaves():
+        del leaf.__dict__["_touched"], leaf.__dict__["_plan"]  # as an earlier version pickled them
+    restored = pickle.loads(pickle.dumps(fast))
+    for x, y in data[1500:]:
+        assert restored.predict_proba_one(x) == river.predict_proba_one(x)
+        restored.learn_one(x, y)
+        river.learn_one(x, y)
+
+
 def test_moe_experts_are_fast_trees_and_accept_river_trees() -> None:
     """The mixture builds fast experts, and still runs with plain River trees as experts (e.g. swapped in)."""
     model = MoEData(n_experts=3, top_k=2, seed=0)
