@@ -204,9 +204,9 @@ def _gaussian_split_suggestion(
     classes = []  # per class: its weight, its range, and the mean and variance River's cdf reads
     for label, estimator in splitter._att_dist_per_class.items():
         var = estimator._var
-        n = var.mean.n
-        variance = var._S / (n - var.ddof) if n > var.ddof else 0.0  # Var.get()
-        classes.append((n, splitter._min_per_class[label], splitter._max_per_class[label], var.mean._mean, variance))
+        mean = var.mean
+        low, high = splitter._min_per_class[label], splitter._max_per_class[label]
+        classes.append((mean.n, low, high, mean._mean, _variance(var)))
     best_merit, best_value = -math.inf, None
     for split_value in splitter._split_point_suggestions():
         left: list[float] = []
@@ -226,6 +226,12 @@ def _gaussian_split_suggestion(
     if best_value is None:
         return BranchFactory()
     return _LazyChildrenSuggestion(best_merit, feature, best_value, splitter, numerical=True, multiway=False)
+
+
+def _variance(var: Any) -> float:
+    """River's ``Var.get()`` (0.0 until the count exceeds ``ddof``), read from its attributes as River does."""
+    n = var.mean.n
+    return var._S / (n - var.ddof) if n > var.ddof else 0.0
 
 
 def _gaussian_cdf(value: float, mu: float, variance: float) -> float:
@@ -286,9 +292,10 @@ class _LazyChildrenSuggestion(BranchFactory):
 
 
 class _FastSplitSuggestions(HTLeaf):
-    """River's ``HTLeaf.best_split_suggestions`` with the nominal features' suggestions computed by
-    :func:`_nominal_split_suggestion` under the info gain criterion (River's default); placed after
-    ``LeafMajorityClass`` in the leaves' method order, so that River's majority-share check runs first."""
+    """River's ``HTLeaf.best_split_suggestions`` with the nominal and Gaussian features' suggestions computed by
+    :func:`_nominal_split_suggestion` and :func:`_gaussian_split_suggestion` under the info gain criterion (River's
+    default); placed after ``LeafMajorityClass`` in the leaves' method order, so that River's majority-share check
+    runs first."""
 
     def best_split_suggestions(self, criterion: Any, tree: Any) -> list[BranchFactory]:
         if type(criterion) is not InfoGainSplitCriterion:
@@ -313,7 +320,7 @@ class _FastSplitSuggestions(HTLeaf):
 
 class FastLeafMajorityClass(LeafMajorityClass, _FastSplitSuggestions):
     """River's majority-class leaf; its prediction skips River's deep copy of the class counts, and its split
-    attempts compute the nominal features' info gains without River's per-candidate dicts."""
+    attempts compute the nominal and Gaussian features' info gains without River's per-candidate dicts."""
 
     def prediction(self, x: dict[Hashable, Any], *, tree: Any = None) -> dict[Hashable, float]:
         return _normalized(self.stats)
@@ -496,12 +503,9 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
             entry = None
             gaussian = None if nominal else splitters[feature]._att_dist_per_class.get(label)
             if gaussian is not None:
-                var = gaussian._var
-                n = var.mean.n
-                if n > var.ddof:
-                    variance = var._S / (n - var.ddof)
-                    if variance > 0.0:
-                        entry = (var.mean._mean, -2.0 * variance, 0.5 * math.log(variance))
+                variance = _variance(gaussian._var)
+                if variance > 0.0:
+                    entry = (gaussian._var.mean._mean, -2.0 * variance, 0.5 * math.log(variance))
             gaussians.append(entry)
         self._gaussians[label] = gaussians
 
