@@ -43,6 +43,7 @@ import sys
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, NamedTuple
 
+from river.base.typing import ClfTarget
 from river.tree import HoeffdingTreeClassifier
 from river.tree.nodes.htc_nodes import LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive
 from river.tree.nodes.leaf import HTLeaf
@@ -56,6 +57,10 @@ _SQRT_2 = math.sqrt(2.0)  # river.utils.math.norm_cdf's divisor
 _NULL_SPLIT = object()  # _nominal_split_suggestion's markers for River's null and multiway suggestions
 _MULTIWAY_SPLIT = object()
 _NO_ROW = 0  # nominal row 0: a value the leaf never saw, whose term is 0.0 for every class (River skips it)
+_CLEAR_LEAD = 1e-9
+"""A class ahead of every other by more than this (in log-likelihood for naive Bayes, relatively in weight for the
+majority class) is the most probable after normalising, whatever the rounding: values this far apart stay apart
+through exp() or a product, which move them by about their last bit."""
 
 
 def _reduce_add(terms: Iterable[float], start: float) -> float:
@@ -75,6 +80,28 @@ def _normalized(stats: dict[Hashable, float]) -> dict[Hashable, float]:
         return dict(stats)
     multiplier = 1 / factor
     return {label: weight * multiplier for label, weight in stats.items()}
+
+
+def _clear_majority(stats: dict[Hashable, float]) -> Hashable | None:
+    """The class of the largest weight, the most probable in :func:`_normalized`, when it is ahead of every other
+    by more than ``_CLEAR_LEAD`` relatively; None on a tie or without weight."""
+    leader: Hashable | None = None
+    best = runner = 0.0
+    for label, weight in stats.items():
+        if weight > best:
+            leader, best, runner = label, weight, best
+        elif weight > runner:
+            runner = weight
+    return leader if best - runner > _CLEAR_LEAD * best else None
+
+
+def _leading(label: Any, proba: Callable[[], dict[Any, float]]) -> Any:
+    """``label`` (a class known to be the most probable) or, when None, the first class of highest probability in
+    ``proba()`` (None when it is empty): River's ``max(proba, key=proba.get)``, computed only when needed."""
+    if label is not None:
+        return label
+    probabilities = proba()
+    return max(probabilities, key=probabilities.__getitem__) if probabilities else None
 
 
 # A branch's class weights, in the order River's split distribution dict holds them: River's info gain only ever
@@ -325,6 +352,11 @@ class FastLeafMajorityClass(LeafMajorityClass, _FastSplitSuggestions):
     def prediction(self, x: dict[Hashable, Any], *, tree: Any = None) -> dict[Hashable, float]:
         return _normalized(self.stats)
 
+    def clear_label(self, x: dict[Hashable, Any], *, tree: Any) -> Hashable | None:
+        """The class :meth:`prediction` gives the most probability where that can be told without computing the
+        probabilities (one class clearly ahead), else None."""
+        return _clear_majority(self.stats)
+
 
 class _Plan(NamedTuple):
     """What a leaf's naive Bayes predictions read until it learns again (:meth:`_CachedNaiveBayes._build_plan`)."""
@@ -332,6 +364,14 @@ class _Plan(NamedTuple):
     classes: list[tuple[float, list[float] | None]]  # per class of stats: (log prior, terms per row or None)
     lookup_features: list[Hashable]  # the nominal features, in the splitters' order
     lookups: list[dict[Any, int]]  # their value -> row maps
+
+
+class _Memo(NamedTuple):
+    """A leaf's naive Bayes computation for the last instance it was asked about, until the leaf learns."""
+
+    x: dict[Hashable, Any]  # a copy of the instance
+    votes: list[float]  # per class of stats, the log-likelihood (empty where River's result is kept instead)
+    proba: dict[Hashable, float] | None  # the normalised probabilities, once asked for
 
 
 _ZEROS = itertools.repeat(0)  # the row of a value the leaf never saw, for every nominal feature
@@ -377,7 +417,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         self._gaussians: dict[Hashable, list[tuple[float, float, float] | None]] = {}  # class -> per position
         self._dirty: set[Hashable] = set(self.stats)
         self._touched: set[Hashable] = set()  # classes every nominal splitter holds a key for (see _touch_classes)
-        self._memo: tuple[dict[Hashable, Any], dict[Hashable, float]] | None = None
+        self._memo: _Memo | None = None  # the last instance's log-likelihoods and probabilities (see _remembered)
         self._plan: _Plan | None = None  # what every prediction reads until the leaf learns again (see _build_plan)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -385,6 +425,7 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         self.__dict__.update(state)
         self.__dict__.setdefault("_touched", set())
         self.__dict__.setdefault("_plan", None)
+        self._memo = None  # a cache whose layout changed
 
     def activate(self) -> None:
         super().activate()
@@ -488,7 +529,10 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
             log = math.log
             total = totals[0] if totals else 0.0
             if totals.count(total) == len(totals):  # every feature seen on every instance: one denominator
-                self._terms[label] = [log(count / total) if count > 0 else 0.0 for count in counts]
+                try:  # row 0 (an unseen value) counts nothing; where every other row counts something, in C
+                    self._terms[label] = [0.0, *map(log, map(operator.truediv, counts[1:], itertools.repeat(total)))]
+                except ValueError:  # log(0): a value seen with other classes only
+                    self._terms[label] = [log(count / total) if count > 0 else 0.0 for count in counts]
             else:
                 self._terms[label] = [
                     log(count / totals[position]) if count > 0 else 0.0
@@ -549,17 +593,51 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
     def _naive_bayes(self, x: dict[Hashable, Any]) -> dict[Hashable, float]:
         """``do_naive_bayes_prediction(x, self.stats, self.splitters)``, bit for bit, side effect on the splitters
         included."""
+        memo = self._remembered(x)
+        if memo.proba is None:
+            votes = memo.votes
+            max_ll = max(votes)
+            exp = math.exp
+            lse = max_ll + math.log(sum([exp(vote - max_ll) for vote in votes]))
+            proba = {label: exp(vote - lse) for label, vote in zip(self.stats, votes, strict=True)}
+            self._memo = memo = memo._replace(proba=proba)
+        return memo.proba  # type: ignore[return-value]
+
+    def _naive_bayes_label(self, x: dict[Hashable, Any]) -> Hashable | None:
+        """The class :meth:`_naive_bayes` gives the most probability, read from the log-likelihoods without
+        normalising them; None when no class is ahead of every other by more than ``_CLEAR_LEAD`` (a tie, or too
+        close for the rounding of the normalisation to be ruled out), or without classes: ask for the
+        probabilities then."""
+        votes = self._remembered(x).votes
+        if not votes:
+            return None
+        best = max(votes)
+        threshold = best - _CLEAR_LEAD
+        leader: Hashable | None = None
+        for label, vote in zip(self.stats, votes, strict=True):
+            if vote >= threshold:
+                if leader is not None or vote != best:
+                    return None
+                leader = label
+        return leader
+
+    def _remembered(self, x: dict[Hashable, Any]) -> _Memo:
+        """The naive Bayes computation for ``x`` up to the per-class log-likelihoods (``votes``, in the order of
+        ``stats``), kept until ``x`` changes or the leaf learns; River's own result instead where the leaf falls
+        back on it, or ``{}`` without classes."""
         memo = self._memo
-        if memo is not None and memo[0] == x:
-            return memo[1]
+        if memo is not None and memo.x == x:
+            return memo
         stats = self.stats
         total_weight = sum(stats.values())
         if not stats or total_weight == 0:
-            return {}
+            self._memo = memo = _Memo(dict(x), [], {})
+            return memo
         if len(self._features) != len(self.splitters):
             self._follow_splitters()
         if self._river_only:
-            return do_naive_bayes_prediction(x, stats, self.splitters)
+            self._memo = memo = _Memo(dict(x), [], do_naive_bayes_prediction(x, stats, self.splitters))
+            return memo
         plan = self._plan
         if plan is None:
             plan = self._plan = self._build_plan(total_weight)
@@ -593,12 +671,8 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
                             vote += log_p
                 votes.append(vote)
 
-        max_ll = max(votes)
-        exp = math.exp
-        lse = max_ll + math.log(sum([exp(vote - max_ll) for vote in votes]))
-        result = {label: exp(vote - lse) for label, vote in zip(stats, votes, strict=True)}
-        self._memo = (dict(x), result)
-        return result
+        self._memo = memo = _Memo(dict(x), votes, None)
+        return memo
 
 
 class FastLeafNaiveBayes(_CachedNaiveBayes, LeafNaiveBayes):
@@ -609,6 +683,11 @@ class FastLeafNaiveBayes(_CachedNaiveBayes, LeafNaiveBayes):
             return self._naive_bayes(x)
         return _normalized(self.stats)
 
+    def clear_label(self, x: dict[Hashable, Any], *, tree: Any) -> Hashable | None:
+        if self.is_active() and self.total_weight >= tree.nb_threshold:
+            return self._naive_bayes_label(x)
+        return _clear_majority(self.stats)
+
 
 class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
     """River's adaptive naive Bayes leaf (``leaf_prediction="nba"``, the default, as MOA's): naive Bayes while it
@@ -616,11 +695,10 @@ class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
 
     def learn_one(self, x: dict[Hashable, Any], y: Hashable, *, w: float = 1.0, tree: Any = None) -> None:
         if self.is_active():
-            majority = _normalized(self.stats)
-            if len(self.stats) == 0 or max(majority, key=majority.__getitem__) == y:
+            stats = self.stats
+            if not stats or _leading(_clear_majority(stats), lambda: _normalized(stats)) == y:
                 self._mc_correct_weight += w
-            naive_bayes = self._naive_bayes(x)
-            if len(naive_bayes) > 0 and max(naive_bayes, key=naive_bayes.__getitem__) == y:
+            if _leading(self._naive_bayes_label(x), lambda: self._naive_bayes(x)) == y:
                 self._nb_correct_weight += w
         super().learn_one(x, y, w=w, tree=tree)
 
@@ -628,6 +706,11 @@ class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
         if self.is_active() and self._nb_correct_weight >= self._mc_correct_weight:
             return self._naive_bayes(x)
         return _normalized(self.stats)
+
+    def clear_label(self, x: dict[Hashable, Any], *, tree: Any) -> Hashable | None:
+        if self.is_active() and self._nb_correct_weight >= self._mc_correct_weight:
+            return self._naive_bayes_label(x)
+        return _clear_majority(self.stats)
 
 
 class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
@@ -667,12 +750,27 @@ class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
 
     def predict_proba_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[Any, float]:
         """River's: every class seen, in sorted order, at 0.0 unless the leaf gives it a probability."""
+        return self._proba_at(self._leaf(x), x)
+
+    def predict_one(self, x: dict[Hashable, Any], **kwargs: Any) -> ClfTarget | None:
+        """River's: the class of highest probability (the first in sorted order on a tie), None before any class.
+        A naive Bayes leaf with one class clearly ahead answers without normalising its probabilities."""
+        leaf = self._leaf(x)
+        return _leading(None if leaf is None else leaf.clear_label(x, tree=self), lambda: self._proba_at(leaf, x))
+
+    def _leaf(self, x: dict[Hashable, Any]) -> Any:
+        """The leaf ``x`` reaches, None before the first instance."""
+        root: Any = self._root
+        if root is None:
+            return None
+        # HTLeaf is an ABC: an isinstance check through its machinery is slow on a path taken every prediction
+        return root if HTLeaf in type(root).__mro__ else root.traverse(x, until_leaf=True)
+
+    def _proba_at(self, leaf: Any, x: dict[Hashable, Any]) -> dict[Any, float]:
+        """River's ``predict_proba_one`` from the leaf ``x`` reaches."""
         if len(self._sorted_classes) != len(self.classes):  # classes are only ever added
             self._sorted_classes = sorted(self.classes)
         proba = dict.fromkeys(self._sorted_classes, 0.0)
-        if self._root is not None:
-            root: Any = self._root
-            # HTLeaf is an ABC: an isinstance check through its machinery is slow on a path taken every prediction
-            leaf: Any = root if HTLeaf in type(root).__mro__ else root.traverse(x, until_leaf=True)
+        if leaf is not None:
             proba.update(leaf.prediction(x, tree=self))
         return proba

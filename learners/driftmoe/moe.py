@@ -343,10 +343,9 @@ class MoEData(_RoutedMixture):
         return self.n_experts
 
     def _mask(self, x: dict[Hashable, Any], y: Hashable) -> np.ndarray:
-        probas = [expert.predict_proba_one(x) for expert in self.experts]
-        mask = np.array([bool(p) and max(p, key=p.__getitem__) == y for p in probas], dtype=np.float32)
+        mask = np.array([expert.predict_one(x) == y for expert in self.experts], dtype=np.float32)
         if not mask.any():
-            mask[int(np.argmax([p.get(y, 0.0) for p in probas]))] = 1.0
+            mask[int(np.argmax([expert.predict_proba_one(x).get(y, 0.0) for expert in self.experts]))] = 1.0
         return mask
 
     def _train_experts(self, x: dict[Hashable, Any], y: Hashable, logits: np.ndarray) -> None:
