@@ -11,6 +11,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # One intra-op thread for torch here and in the workers tests start: the suite runs the broker, Redis and workers on
 # 2 cores beside torch, and tiny-tensor ops spin-waiting for a busy core run 100x slower (measured on the agent tests)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # after the environment above (the eddy plugin may have imported it already)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # the variable is read once, when torch starts
 
 pytest_plugins = ["pytester", "tests.fixtures.worker"]
 
