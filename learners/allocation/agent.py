@@ -21,7 +21,7 @@ from learners.allocation.transitions import Transition
 
 __all__ = ["AllocationAgent", "AllocationConfig"]
 
-_FORMAT = 4
+_FORMAT = 5
 _BUFFER_COLUMNS = (
     "action",
     "propensity",
@@ -378,6 +378,9 @@ class AllocationAgent:
         config = self.config
         index = torch.from_numpy(self.rng.integers(0, self.size, size=config.batch))
         states = torch.from_numpy(self._states)[index]
+        dense = self.featurizer.layout.split(states)[3]
+        for network in (self.network, self.target):  # the same statistics for both: the target is a lagged copy
+            network.scaler.update(dense)
         paths = torch.from_numpy(self._paths)[index]  # (B, n, width)
         columns = dict(zip(_BUFFER_COLUMNS, torch.from_numpy(self._columns)[index].unbind(-1), strict=True))
         action = columns["action"].long()
@@ -467,11 +470,13 @@ class AllocationAgent:
         return self._state()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        saved = state.get("format", 3) if isinstance(state, dict) and "params" in state else 3
         require(
-            isinstance(state, dict) and "params" in state,
-            "AllocationAgent: this pickle holds an agent of state format 3 or older, which pickled its attributes "
-            "whole; it cannot be restored: delete the pipeline's checkpoint (StateStore.delete_checkpoint, or "
-            "`make clean` for the embedded services) and let the agent learn anew",
+            saved == _FORMAT,
+            f"AllocationAgent: this pickle holds an agent of state format {saved}{' or older' if saved == 3 else ''} "
+            f"(this version reads format {_FORMAT}: its networks changed since); it cannot be restored: delete the "
+            "pipeline's checkpoint (StateStore.delete_checkpoint, or `make clean` for the embedded services) and "
+            "let the agent learn anew",
         )
         params = dict(state["params"])
         groups, streamers, seed = params.pop("groups"), params.pop("streamers"), params.pop("seed")

@@ -11,7 +11,11 @@ from torch import nn
 
 from learners.allocation.features import FeatureLayout
 
-__all__ = ["AllocationNetwork", "Heads", "StudentPolicy"]
+__all__ = ["AllocationNetwork", "Heads", "RunningScaler", "StudentPolicy"]
+
+_EMBEDDING_STD = 0.1
+"""The user and streamer embeddings start at this scale (PyTorch's default is 1), a tenth of the standardised dense
+features', so that early on the trunk reads the features that decide an allocation rather than random ids."""
 
 AUXILIARY = ("click", "watch", "video", "end")
 """The immediate outcomes the supervised heads predict, per action: click (logit), the step's live watch time and
@@ -52,15 +56,56 @@ class TargetAttention(nn.Module):
         return torch.einsum("bk,bke->be", weights, self.value(cards))
 
 
+class RunningScaler(nn.Module):
+    """Standardises the dense features with a running mean and variance of the rows the agent trains on.
+
+    The dense features live on very different scales (a group one-hot, a click probability of 0.05, a count of
+    live rooms); unscaled, the small ones (fatigue, the click probability: what the allocation hinges on) barely
+    move the trunk beside the embeddings. The statistics follow the training batches with an exponential moving
+    average (``rate`` per batch; the first batch sets them), since the policy keeps changing which states are seen.
+
+    >>> scaler = RunningScaler(2)
+    >>> scaler.update(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
+    >>> scaler(torch.tensor([[2.0, 30.0]])).round(decimals=3).tolist()  # the first batch sets mean and variance
+    [[1.0, 1.0]]
+    """
+
+    mean: torch.Tensor
+    variance: torch.Tensor
+    batches: torch.Tensor
+
+    def __init__(self, width: int, *, rate: float = 0.01, floor: float = 1e-4) -> None:
+        super().__init__()
+        self.rate, self.floor = rate, floor
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("variance", torch.ones(width))
+        self.register_buffer("batches", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, dense: torch.Tensor) -> None:
+        """Move the statistics towards those of a batch of dense rows (B, width)."""
+        rate = 1.0 if int(self.batches) == 0 else self.rate
+        self.mean.lerp_(dense.mean(0), rate)
+        self.variance.lerp_(dense.var(0, unbiased=False), rate)
+        self.batches += 1
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return (dense - self.mean) / torch.sqrt(self.variance + self.floor)
+
+
 class AllocationNetwork(nn.Module):
     """Trunk and heads of an allocation agent.
 
-    Input: feature rows (:class:`~learners.allocation.features.FeatureLayout`). The trunk embeds the user and the
-    candidate streamer (``embed`` wide), attends over the behaviour sequence with the candidate as target, and runs
-    ``depth`` blocks of Linear → LayerNorm → ReLU (``hidden`` wide; LayerNorm off only when ``layer_norm`` is
-    False). Heads: ``heads`` actor heads (2 logits each) and critic heads (2 actions x ``out`` each), selected by
-    the group when ``heads > 1`` (head 0 for every request otherwise); with ``auxiliary``, one head per group (2
-    actions x 4) for the click, watch time, short-video time and session end of :data:`AUXILIARY`.
+    Input: feature rows (:class:`~learners.allocation.features.FeatureLayout`). The trunk takes the dense features
+    standardised (:class:`RunningScaler`, which the agent updates from its training batches), embeds the user and
+    the candidate streamer (``embed`` wide, drawn small so that at first the dense features lead), attends over the
+    behaviour sequence with the candidate as target, and runs ``depth`` blocks of Linear → LayerNorm → ReLU
+    (``hidden`` wide; LayerNorm off only when ``layer_norm`` is False). Heads: ``heads`` actor heads (2 logits
+    each) and critic heads (2 actions x ``out`` each), selected by the group when ``heads > 1`` (head 0 for every
+    request otherwise); with ``auxiliary``, one head per group (2 actions x 4) for the click, watch time,
+    short-video time and session end of :data:`AUXILIARY`, each plus a linear function of the standardised dense
+    features (wide and deep): the immediate outcomes follow fatigue and the click probability almost linearly, and
+    a linear path learns that from every group's transitions where the trunk, shared with the critic, did not.
 
     >>> layout = FeatureLayout(dense=5, history=3)
     >>> net = AllocationNetwork(layout, user_buckets=4, streamers=2, heads=2, out=11, auxiliary=True)
@@ -87,8 +132,11 @@ class AllocationNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.layout, self.heads, self.out = layout, heads, out
+        self.scaler = RunningScaler(layout.dense)
         self.users = nn.Embedding(user_buckets, embed)
         self.streamers = nn.Embedding(streamers, embed)
+        for table in (self.users, self.streamers):
+            nn.init.normal_(table.weight, std=_EMBEDDING_STD)
         self.attention = TargetAttention(embed)
         blocks: list[nn.Module] = []
         width = layout.dense + 3 * embed
@@ -99,9 +147,14 @@ class AllocationNetwork(nn.Module):
         self.actor = nn.Linear(hidden, heads * 2)
         self.critic = nn.Linear(hidden, heads * 2 * out)
         self.auxiliary = nn.Linear(hidden, heads * 2 * len(AUXILIARY)) if auxiliary else None
+        self.wide = nn.Linear(layout.dense, heads * 2 * len(AUXILIARY)) if auxiliary else None
+        if self.wide is not None:  # starts as no correction: the deep heads alone
+            nn.init.zeros_(self.wide.weight)
+            nn.init.zeros_(self.wide.bias)
 
     def forward(self, rows: torch.Tensor) -> Heads:
         group, user, candidate, dense, items, outcomes, mask = self.layout.split(rows)
+        dense = self.scaler(dense)
         candidate_embedding = self.streamers(candidate.long())
         behaviour = self.attention(candidate_embedding, self.streamers(items.long()), outcomes, mask)
         hidden = self.trunk(torch.cat([dense, self.users(user.long()), candidate_embedding, behaviour], dim=-1))
@@ -109,11 +162,10 @@ class AllocationNetwork(nn.Module):
         batch = torch.arange(len(rows))
         actor = self.actor(hidden).view(-1, self.heads, 2)[batch, head]
         critic = self.critic(hidden).view(-1, self.heads, 2, self.out)[batch, head]
-        auxiliary = (
-            None
-            if self.auxiliary is None
-            else self.auxiliary(hidden).view(-1, self.heads, 2, len(AUXILIARY))[batch, head]
-        )
+        auxiliary = None
+        if self.auxiliary is not None and self.wide is not None:
+            deep = self.auxiliary(hidden).view(-1, self.heads, 2, len(AUXILIARY))[batch, head]
+            auxiliary = deep + self.wide(dense).view(-1, self.heads, 2, len(AUXILIARY))[batch, head]
         return Heads(actor, critic, auxiliary)
 
 

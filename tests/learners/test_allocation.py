@@ -98,6 +98,8 @@ def test_a_pickled_agent_holds_the_filled_replay_only_and_continues_identically(
     old_pickle = agent_for()
     with pytest.raises(ValueError, match="state format 3 or older"):
         old_pickle.__setstate__(dict(vars(agent_for())))  # what pickling an agent of format 3 stored
+    with pytest.raises(ValueError, match=r"state format 4 .*delete the pipeline's checkpoint"):
+        old_pickle.__setstate__({**original.__getstate__(), "format": 4})  # before the scaler and the wide heads
 
 
 def test_the_behaviour_memory_keeps_the_most_recently_remembered_users() -> None:
@@ -158,6 +160,33 @@ def test_group_heads_are_selected_by_group() -> None:
     changed = [not torch.equal(before.actor[i], after.actor[i]) for i in range(6)]
     assert changed == [False, True, False, False, True, False]
     assert [not torch.equal(before.critic[i], after.critic[i]) for i in range(6)] == changed
+
+
+def test_the_session_end_head_learns_how_fatigue_raises_the_exit_after_an_insertion() -> None:
+    """The supervised end head follows fatigue where the data say it matters: after an insertion the session ends
+    with probability 0.05 + 0.5 x fatigue, without one with 0.05 whatever the fatigue. The dense features are
+    standardised by a scaler that the online and target networks share."""
+    rng = np.random.default_rng(3)
+    agent = agent_for(batch=64, buffer=4096, update_every=1, lr=3e-3)
+    for _ in range(2000):
+        state = RequestState(int(rng.integers(10)), int(rng.integers(3)), float(rng.integers(5)) / 4, (1, 2), 2, 0.2)
+        action = int(rng.random() < 0.5)
+        ended = bool(rng.random() < 0.05 + 0.5 * state.fatigue * action)
+        next_state = None if ended else dataclasses.replace(state, fatigue=0.0)
+        agent.observe(Transition(state, action, 0.5, 30.0, 30.0, False, 0.0, ended, next_state))
+
+    def end(fatigue: float, action: int) -> float:
+        rows = torch.from_numpy(
+            np.stack([agent.featurizer(RequestState(u, u % 3, fatigue, (1, 2), 2, 0.2)) for u in range(10)])
+        )
+        with torch.no_grad():
+            return float(torch.sigmoid(agent.network(rows).auxiliary[:, action, 3]).mean())
+
+    assert end(1.0, 1) - end(0.0, 1) > 0.3  # 0.5 in the data
+    assert abs(end(1.0, 0) - end(0.0, 0)) < 0.1
+    scaler, lagged = agent.network.scaler, agent.target.scaler
+    assert torch.equal(scaler.mean, lagged.mean) and torch.equal(scaler.variance, lagged.variance)
+    assert 0.45 < float(scaler.mean[3]) < 0.55  # fatigue (after the groups' one-hot): levels 0..4, mean 0.5
 
 
 def test_two_hot_targets_keep_the_value_and_sum_to_one() -> None:
