@@ -104,8 +104,9 @@ class AllocationNetwork(nn.Module):
     each) and critic heads (2 actions x ``out`` each), selected by the group when ``heads > 1`` (head 0 for every
     request otherwise); with ``auxiliary``, one head per group (2 actions x 4) for the click, watch time,
     short-video time and session end of :data:`AUXILIARY`, each plus a linear function of the standardised dense
-    features (wide and deep): the immediate outcomes follow fatigue and the click probability almost linearly, and
-    a linear path learns that from every group's transitions where the trunk, shared with the critic, did not.
+    features (wide and deep, one linear map per group): the immediate outcomes follow fatigue and the click
+    probability almost linearly, and a linear path learns that directly, where the trunk, shared with the critic,
+    did not.
 
     >>> layout = FeatureLayout(dense=5, history=3)
     >>> net = AllocationNetwork(layout, user_buckets=4, streamers=2, heads=2, out=11, auxiliary=True)
