@@ -590,6 +590,16 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
         features = [feature for feature, _, _ in self._nominal_lookup]
         return _Plan(classes, features, [lookup for _, _, lookup in self._nominal_lookup])
 
+    def _uses_naive_bayes(self, tree: Any) -> bool:
+        """Whether the leaf predicts by naive Bayes now (River's rule of each leaf kind), else by majority class."""
+        raise NotImplementedError
+
+    def prediction(self, x: dict[Hashable, Any], *, tree: Any = None) -> dict[Hashable, float]:
+        return self._naive_bayes(x) if self._uses_naive_bayes(tree) else _normalized(self.stats)
+
+    def clear_label(self, x: dict[Hashable, Any], *, tree: Any) -> Hashable | None:
+        return self._naive_bayes_label(x) if self._uses_naive_bayes(tree) else _clear_majority(self.stats)
+
     def _naive_bayes(self, x: dict[Hashable, Any]) -> dict[Hashable, float]:
         """``do_naive_bayes_prediction(x, self.stats, self.splitters)``, bit for bit, side effect on the splitters
         included."""
@@ -678,15 +688,8 @@ class _CachedNaiveBayes(FastLeafMajorityClass):
 class FastLeafNaiveBayes(_CachedNaiveBayes, LeafNaiveBayes):
     """River's naive Bayes leaf (``leaf_prediction="nb"``) with the cached computation."""
 
-    def prediction(self, x: dict[Hashable, Any], *, tree: Any = None) -> dict[Hashable, float]:
-        if self.is_active() and self.total_weight >= tree.nb_threshold:
-            return self._naive_bayes(x)
-        return _normalized(self.stats)
-
-    def clear_label(self, x: dict[Hashable, Any], *, tree: Any) -> Hashable | None:
-        if self.is_active() and self.total_weight >= tree.nb_threshold:
-            return self._naive_bayes_label(x)
-        return _clear_majority(self.stats)
+    def _uses_naive_bayes(self, tree: Any) -> bool:
+        return self.is_active() and self.total_weight >= tree.nb_threshold
 
 
 class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
@@ -702,15 +705,8 @@ class FastLeafNaiveBayesAdaptive(_CachedNaiveBayes, LeafNaiveBayesAdaptive):
                 self._nb_correct_weight += w
         super().learn_one(x, y, w=w, tree=tree)
 
-    def prediction(self, x: dict[Hashable, Any], *, tree: Any = None) -> dict[Hashable, float]:
-        if self.is_active() and self._nb_correct_weight >= self._mc_correct_weight:
-            return self._naive_bayes(x)
-        return _normalized(self.stats)
-
-    def clear_label(self, x: dict[Hashable, Any], *, tree: Any) -> Hashable | None:
-        if self.is_active() and self._nb_correct_weight >= self._mc_correct_weight:
-            return self._naive_bayes_label(x)
-        return _clear_majority(self.stats)
+    def _uses_naive_bayes(self, tree: Any) -> bool:
+        return self.is_active() and self._nb_correct_weight >= self._mc_correct_weight
 
 
 class FastHoeffdingTreeClassifier(HoeffdingTreeClassifier):
