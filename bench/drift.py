@@ -24,7 +24,9 @@ Streams (MOA's generators as the DriftMoE authors configured them, rebuilt with 
 attributes, 10% attribute noise), each with abrupt drifts (width 50) and gradual drifts (width 5% of the stream,
 50,000 at 1M); RandomRBF with 50 centroids all drifting at speed 0.0001 (moderate) or 0.001 (fast) per instance:
 continuous drift, no drift points. Each (stream, seed, contender) is a job; ``--jobs`` of them run at a time, and
-every finished job is appended to a cache (``.eddy/bench-drift.jsonl``), so an interrupted run resumes.
+every finished job is appended to a results log kept in the repository (``bench/results/drift.jsonl``, with the
+machine, the git revision and the time it finished), so an interrupted run resumes, in this checkout or a fresh
+clone, and the table can be rebuilt from what was measured.
 
 Cost, from a 5,000-instance run here: the quick mode takes about 11 CPU-hours (5.5 h on 2 free cores), over half of
 it ARF(100) (60-120 instances/s of CPU), a fifth Leveraging Bagging; the paper's mode about 35 times that.
@@ -44,6 +46,7 @@ import multiprocessing
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -51,6 +54,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +68,7 @@ from bench.report import DOC, machine, write_section
 from learners.driftmoe import MoEData, MoETask
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / ".eddy" / "bench-drift.jsonl"
+CACHE = ROOT / "bench" / "results" / "drift.jsonl"
 CACHE_FORMAT = 1  # bump when streams, contenders or metrics change, so that older cached results are not reused
 QUICK = (100_000, 3)  # (instances, seeds)
 PAPER = (1_000_000, 10)
@@ -461,6 +465,18 @@ class Job:
         return json.dumps([CACHE_FORMAT, where, self.stream, self.model, self.seed, self.instances])
 
 
+def revision() -> str:
+    """The checkout's git revision (``+dirty`` with uncommitted changes), or ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True)
+    except OSError:
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def load_cache(path: Path) -> dict[str, Result]:
     """Cached results by key; a line cut short by an interrupted write is skipped."""
     results: dict[str, Result] = {}
@@ -469,6 +485,8 @@ def load_cache(path: Path) -> dict[str, Result]:
             try:
                 record = json.loads(line)
                 key = record.pop("key")
+                record.pop("revision", None)
+                record.pop("finished", None)
                 results[key] = Result(**record)
             except (ValueError, TypeError, KeyError):
                 continue
@@ -478,7 +496,7 @@ def load_cache(path: Path) -> dict[str, Result]:
 def run_jobs(jobs: list[Job], workers: int, cache: Path, progress: Progress) -> list[Result]:
     """Every job's result, from the cache or measured now (``workers`` processes at a time, each appended to the
     cache as it finishes)."""
-    where = machine()
+    where, measured_at = machine(), revision()
     cached = load_cache(cache)
     todo = [job for job in jobs if job.cache_key(where) not in cached]
     task = progress.add_task(f"drift: {len(todo)} jobs to run, {len(jobs) - len(todo)} cached", total=len(jobs))
@@ -488,7 +506,8 @@ def run_jobs(jobs: list[Job], workers: int, cache: Path, progress: Progress) -> 
     def finished(job: Job, result: Result) -> None:
         cached[job.cache_key(where)] = result
         with cache.open("a") as out:
-            out.write(json.dumps({"key": job.cache_key(where), **asdict(result)}) + "\n")
+            stamp = {"revision": measured_at, "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+            out.write(json.dumps({"key": job.cache_key(where), **asdict(result), **stamp}) + "\n")
         progress.console.log(
             f"{job.stream}/{job.seed}/{job.model}: {100 * result.accuracy:.2f}%, "
             f"{result.instances_per_cpu_s:,.0f} inst/s CPU ({result.instances_per_s:,.0f} wall)"
@@ -675,7 +694,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--models", type=_choices("model", CONTENDERS), default=list(CONTENDERS), help=f"any of {','.join(CONTENDERS)}"
     )
-    parser.add_argument("--cache", type=Path, default=CACHE, help=f"results cache (default {CACHE.relative_to(ROOT)})")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=CACHE,
+        help=f"results log, reused on the next run (default {CACHE.relative_to(ROOT)})",
+    )
     args = parser.parse_args(argv)
     if args.paper and (args.instances or args.seeds):
         parser.error("--paper means 1,000,000 instances x 10 seeds; drop --instances/--seeds, or drop --paper")

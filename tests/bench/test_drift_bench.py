@@ -126,6 +126,7 @@ def test_a_small_run_writes_a_table_per_stream_and_resumes_from_its_cache(
     assert "MoE-Data ≥ 3,000 instances/s on one core (CPU): sea_a" in body
     records = [json.loads(line) for line in cache.read_text().splitlines()]
     assert len(records) == 4 and all(0.5 < r["accuracy"] <= 1.0 and r["peak_bytes"] > 0 for r in records)
+    assert all(r["revision"] == drift.revision() and r["finished"].startswith("20") for r in records)
 
     def no_measuring(*args: object) -> None:
         raise AssertionError(f"measured {args} again instead of reading the cache")
