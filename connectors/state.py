@@ -113,6 +113,11 @@ def _check_value(key: str, value: object) -> bytes:
     return value
 
 
+class CheckpointError(RuntimeError):
+    """A pipeline's newest checkpoint exists but cannot be restored (written with another secret, by a learner whose
+    state format changed, or naming a class that moved): its worker stops rather than learn anew over it."""
+
+
 class Checkpoint(BaseModel):
     """Operator state plus the input offsets it covers; both are written in one transaction."""
 
@@ -174,7 +179,7 @@ class Checkpoint(BaseModel):
         except (KeyError, ValueError) as exc:
             raise ValueError(
                 f"checkpoint of pipeline {pipeline!r} in Redis is malformed ({exc}); "
-                "delete it with StateStore.delete_checkpoint and let the pipeline write a new one"
+                f"delete it with `eddy checkpoints delete {pipeline}` and let the pipeline write a new one"
             ) from exc
 
 
@@ -426,9 +431,12 @@ class StateStore:
 
     def series_names(self) -> list[str]:
         """Every series with points, sorted."""
-        suffix = ":series"
+        return self._names_with(":series")
+
+    def _names_with(self, suffix: str) -> list[str]:
+        """The names ``n`` (sorted, without ``:``) of the keys ``eddy:n<suffix>``."""
         prefix = f"{KEY_PREFIX}:"
-        names = (k.decode() for k in self._scan(f"{_glob_escape(prefix)}*{suffix}"))
+        names = (k.decode() for k in self._scan(f"{_glob_escape(prefix)}*{_glob_escape(suffix)}"))
         return sorted(n[len(prefix) : -len(suffix)] for n in names if ":" not in n[len(prefix) : -len(suffix)])
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
@@ -485,6 +493,10 @@ class StateStore:
         fields: dict[bytes, bytes] = self._redis.hgetall(key)
         return fields
 
+    def checkpoint_pipelines(self) -> list[str]:
+        """Every pipeline with a newest checkpoint, sorted."""
+        return self._names_with(":checkpoint")
+
     def delete_checkpoint(self, pipeline: str) -> None:
         """Remove the newest checkpoint of ``pipeline``, the one before it and its offsets."""
         self._delete(
@@ -499,6 +511,7 @@ def _glob_escape(text: str) -> str:
 
 __all__: list[str] = [
     "Checkpoint",
+    "CheckpointError",
     "StateStore",
     "StateUnavailableError",
     "offset_key",

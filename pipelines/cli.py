@@ -27,9 +27,10 @@ from connectors.registry import ModelRegistry, RegistryError
 from connectors.replay import parse_topic_map, plan_replay, record_topics, replay_plan
 from connectors.services import ResolvedServices, embedded_status, resolve_services, running_services
 from connectors.settings import Settings, SettingsError
+from connectors.state import CheckpointError, StateStore
 from pipelines.dashboard import DashboardError, check_binding
 from pipelines.follower import announce
-from pipelines.serialization import project_secret
+from pipelines.serialization import load_state, project_secret
 from pipelines.spec import SpecError, load_specs, spec_json_schema
 
 log = logging.getLogger("eddy")
@@ -338,6 +339,49 @@ def cmd_models(args: argparse.Namespace, settings: Settings, console: Console) -
     return 0
 
 
+def cmd_checkpoints(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """List the pipelines' newest checkpoints (and whether this worker could restore each), or delete some."""
+    secret = project_secret(settings.secret, settings.home)
+    with running_services(settings) as services, StateStore(services.state_url, retry_timeout_s=10.0) as store:
+        if args.checkpoints_command == "list":
+            for pipeline in store.checkpoint_pipelines():
+                print(json.dumps(_checkpoint_summary(store, pipeline, secret)))
+            return 0
+        missing = [name for name in args.pipelines if store.read_checkpoint(name) is None]
+        if missing:
+            raise ValueError(
+                f"no checkpoint of {', '.join(map(repr, missing))}; `eddy checkpoints list` shows the pipelines that "
+                "have one (nothing was deleted)"
+            )
+        for name in args.pipelines:
+            store.delete_checkpoint(name)
+            console.print(
+                f"{name}: checkpoint deleted; its next worker starts afresh from the beginning of its input topics",
+                highlight=False,
+                soft_wrap=True,
+            )
+    return 0
+
+
+def _checkpoint_summary(store: StateStore, pipeline: str, secret: bytes) -> dict[str, object]:
+    """What ``eddy checkpoints list`` prints of one pipeline's newest checkpoint, its state unpickled as a worker
+    would (the error when that fails)."""
+    checkpoint = store.read_checkpoint(pipeline)
+    if checkpoint is None:  # deleted since the listing
+        return {"pipeline": pipeline, "restorable": False, "problem": "deleted while listing"}
+    summary: dict[str, object] = {
+        "pipeline": pipeline,
+        "events": checkpoint.events,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.created_at)),
+        "bytes": len(checkpoint.state),
+    }
+    try:
+        load_state(checkpoint.state, secret)
+    except Exception as exc:  # unpickling runs the learners' own code: any error means a worker cannot restore it
+        return {**summary, "restorable": False, "problem": f"{type(exc).__name__}: {exc}"}
+    return {**summary, "restorable": True}
+
+
 def cmd_recommender(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Train the streamer recommender on KuaiLive logs or a simulator run, publish it and announce the alias."""
     from connectors.readers import read_kuailive
@@ -529,6 +573,22 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("model")
     rollback.add_argument("--alias", default="champion")
 
+    checkpoints = add("checkpoints", cmd_checkpoints, "list the pipelines' checkpoints or delete some")
+    checkpoints_sub = checkpoints.add_subparsers(dest="checkpoints_command", required=True, metavar="ACTION")
+    checkpoints_sub.add_parser(
+        "list",
+        help="one JSON line per pipeline: events, when written, size, whether this worker can restore it",
+        description="one JSON line per pipeline: events, when written, size, whether this worker can restore it "
+        "(its state unpickled with EDDY_SECRET, as a worker would; the error when not)",
+    )
+    delete = checkpoints_sub.add_parser(
+        "delete",
+        help="delete pipelines' checkpoints and offsets: they start afresh from the beginning of their inputs",
+        description="delete pipelines' newest and previous checkpoints and their offsets, e.g. one that `eddy run` "
+        "cannot restore: the next worker starts the pipeline afresh from the beginning of its input topics",
+    )
+    delete.add_argument("pipelines", nargs="+", metavar="PIPELINE")
+
     recommender = add("recommender", cmd_recommender, "train the streamer recommender of mode recommend")
     recommender_sub = recommender.add_subparsers(dest="recommender_command", required=True, metavar="ACTION")
     train = recommender_sub.add_parser(
@@ -571,6 +631,7 @@ USER_ERRORS = (
     RegistryError,
     EmbeddedServiceError,
     DashboardError,
+    CheckpointError,
     ValueError,
     OSError,
 )

@@ -31,7 +31,7 @@ from connectors.bus import KafkaBus
 from connectors.messages import DeadLetter, DecodeError, ModelUpdate, decode, encode
 from connectors.registry import ModelRegistry
 from connectors.replay import ReplayDeduper
-from connectors.state import Checkpoint, StateStore, offset_key, parse_offset_key
+from connectors.state import Checkpoint, CheckpointError, StateStore, offset_key, parse_offset_key
 from pipelines.follower import MODELS_TOPIC, ModelFollower, update_key
 from pipelines.keyed import KeyedEntries
 from pipelines.metrics import WorkerMetrics
@@ -53,6 +53,7 @@ from pipelines.serialization import dump_state, load_state
 from pipelines.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
+
 PUBLISHING = (
     LearnerOperator,
     SequenceOperator,
@@ -217,7 +218,8 @@ class PipelineRunner:
         )
 
     def _restore_operator(self) -> None:
-        """Load the newest checkpoint's operator state into this worker's fresh operator (once per process).
+        """Load the newest checkpoint's operator state into this worker's fresh operator (once per process); raise
+        :class:`CheckpointError` when it cannot be.
 
         With one worker that is its own last state. With several, each keeps the operator it has through later
         rebalances (a global model learns from the partitions each worker holds); a worker that joins starts from
@@ -228,7 +230,17 @@ class PipelineRunner:
         if checkpoint is None:
             log.info("pipeline %s: no checkpoint; starting from committed offsets", self.spec.name)
             return
-        self.operator.load_state(load_state(checkpoint.state, self.secret))
+        try:
+            self.operator.load_state(load_state(checkpoint.state, self.secret))
+        except Exception as exc:  # unpickling runs the learners' own code: any error means "cannot restore"
+            self.stopping = True  # no batch is handled, so no checkpoint replaces the one that failed
+            written = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(checkpoint.created_at))
+            raise CheckpointError(
+                f"pipeline {self.spec.name!r}: its checkpoint ({checkpoint.events} events, written {written}) cannot "
+                f"be restored: {exc}. Either run the worker with what wrote it (the same EDDY_SECRET, the same "
+                f"Eddy version), or delete it with `eddy checkpoints delete {self.spec.name}`: the pipeline then "
+                "starts afresh from the beginning of its input topics"
+            ) from exc
         self.counts["in"] = checkpoint.events
         self.deduper = ReplayDeduper(checkpoint.replayed)
         self.since_checkpoint = 0

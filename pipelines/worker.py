@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from connectors.bus import KafkaBus
 from connectors.registry import ModelRegistry
 from connectors.services import ResolvedServices
-from connectors.state import StateStore, StateUnavailableError
+from connectors.state import CheckpointError, StateStore, StateUnavailableError
 from pipelines.follower import MODELS_TOPIC
 from pipelines.metrics import WorkerMetrics
 from pipelines.runtime import PipelineRunner, PipelineStatus
@@ -120,14 +120,24 @@ class Worker:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]  # stub union
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]  # stub union
         self.assigned = asyncio.Event()
+        self.failure: CheckpointError | None = None
+        self._stop: asyncio.Event | None = None
         self.started_at = time.time()
         self._site: web.TCPSite | None = None
 
     async def _on_assigned(self, sender: Any, *args: Any, **_: Any) -> None:
-        """Faust signal ``on_partitions_assigned(app, assigned)``: ready once every pipeline has restored."""
+        """Faust signal ``on_partitions_assigned(app, assigned)``: ready once every pipeline has restored. A
+        checkpoint that cannot be restored stops the worker (:meth:`run` raises it) instead of Faust's rebalance."""
         assigned = args[0]
-        for runner in self.runners:
-            await runner.on_assigned(assigned)
+        try:
+            for runner in self.runners:
+                await runner.on_assigned(assigned)
+        except CheckpointError as exc:
+            log.error("%s", exc)
+            self.failure = exc
+            if self._stop is not None:
+                self._stop.set()
+            return
         if assigned:
             self.assigned.set()
 
@@ -202,7 +212,10 @@ class Worker:
                 await runner.checkpoint_if_due()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; then write final checkpoints and stop the Faust app."""
+        """Run until ``stop`` is set; then write final checkpoints and stop the Faust app. Raises the
+        :class:`~pipelines.runtime.CheckpointError` of a pipeline whose checkpoint could not be restored, after
+        stopping."""
+        self._stop = stop
         for runner in self.runners:
             runner.start()
         if self.port is not None:
@@ -220,3 +233,5 @@ class Worker:
                 await self._site.stop()
             self.store.close()
             self.history.close()
+        if self.failure is not None:
+            raise self.failure

@@ -475,8 +475,7 @@ class AllocationAgent:
             saved == _FORMAT,
             f"AllocationAgent: this pickle holds an agent of state format {saved}{' or older' if saved == 3 else ''} "
             f"(this version reads format {_FORMAT}: its networks changed since); it cannot be restored: delete the "
-            "pipeline's checkpoint (StateStore.delete_checkpoint, or `make clean` for the embedded services) and "
-            "let the agent learn anew",
+            "pipeline's checkpoint (`eddy checkpoints delete PIPELINE`) and let the agent learn anew",
         )
         params = dict(state["params"])
         groups, streamers, seed = params.pop("groups"), params.pop("streamers"), params.pop("seed")

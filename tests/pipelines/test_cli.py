@@ -15,6 +15,7 @@ from connectors.bus import KafkaBus
 from connectors.embedded import ServiceProcess, free_port, pid_alive
 from connectors.messages import Frame, decode
 from connectors.registry import ModelRegistry
+from connectors.state import Checkpoint, StateStore
 from pipelines.cli import build_parser, main
 from pipelines.serialization import dump_state, project_secret
 from tests.pipelines import support
@@ -124,6 +125,32 @@ def test_models_list_promote_rollback(env: dict[str, str], capsys: pytest.Captur
     announced = [json.loads(r.value) for r in KafkaBus(env["EDDY_BROKER"]).read("eddy.models", 100, timeout_s=3)]
     assert [a["version"] for a in announced if a["model"] == "cli-model"][-3:] == ["1", "2", "1"]
     assert main(["models", "rollback", "no-such-model"]) == 2
+
+
+def test_checkpoints_list_says_which_a_worker_can_restore_and_delete_removes_them(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = StateStore(env["EDDY_STATE"])
+    ours = project_secret("", Path(env["EDDY_HOME"]))
+    store.write_checkpoint(Checkpoint(pipeline="cli-ckpt-ok", state=dump_state({"learned": 3}, ours), events=3))
+    foreign = dump_state({"learned": 7}, b"another deployment's secret")
+    store.write_checkpoint(Checkpoint(pipeline="cli-ckpt-foreign", state=foreign, events=7, offsets={"t:0": 7}))
+    capsys.readouterr()
+
+    assert main(["checkpoints", "list"]) == 0
+    listed = {r["pipeline"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert listed["cli-ckpt-ok"]["restorable"] is True and listed["cli-ckpt-ok"]["events"] == 3
+    foreign_row = listed["cli-ckpt-foreign"]
+    assert foreign_row["restorable"] is False and "another EDDY_SECRET" in foreign_row["problem"]
+    assert foreign_row["bytes"] == len(foreign) and foreign_row["written"].endswith("Z")
+
+    assert main(["checkpoints", "delete", "cli-ckpt-foreign", "cli-ckpt-never"]) == 2  # one unknown: none deleted
+    assert "no checkpoint of 'cli-ckpt-never'" in capsys.readouterr().err
+    assert store.read_checkpoint("cli-ckpt-foreign") is not None
+    assert main(["checkpoints", "delete", "cli-ckpt-foreign"]) == 0
+    assert "starts afresh from the beginning" in capsys.readouterr().err
+    assert store.read_checkpoint("cli-ckpt-foreign") is None and store.read_offsets("cli-ckpt-foreign") == {}
+    assert "cli-ckpt-foreign" not in store.checkpoint_pipelines() and "cli-ckpt-ok" in store.checkpoint_pipelines()
 
 
 def test_up_status_down_share_embedded_services(tmp_path: Path) -> None:

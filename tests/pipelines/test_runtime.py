@@ -18,7 +18,7 @@ from connectors.embedded import ServiceProcess, free_port
 from connectors.messages import Event, ModelUpdate, encode
 from connectors.registry import ModelRegistry
 from connectors.services import ResolvedServices
-from connectors.state import StateStore
+from connectors.state import Checkpoint, CheckpointError, StateStore
 from pipelines.follower import MODELS_TOPIC, announce
 from pipelines.serialization import dump_state, load_state
 from tests.fixtures.worker import SECRET, WorkerThread
@@ -288,3 +288,23 @@ def _readyz(port: int) -> int:
         return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+
+
+def test_a_checkpoint_that_cannot_be_restored_stops_the_worker_with_the_fix(
+    eddy_topic_factory: Callable[..., str],
+    run_worker: Callable[..., WorkerThread],
+    eddy_services: ResolvedServices,
+) -> None:
+    topic = eddy_topic_factory("events")
+    store = StateStore(eddy_services.state_url)
+    foreign = dump_state({"learned": 5}, b"the secret of another deployment")
+    store.write_checkpoint(Checkpoint(pipeline="stale", state=foreign, events=5, offsets={f"{topic}:0": 5}))
+
+    with pytest.raises(CheckpointError) as failed:
+        run_worker([learn_spec("stale", topic)])
+
+    message = str(failed.value)
+    assert "pipeline 'stale'" in message and "5 events" in message
+    assert "another EDDY_SECRET" in message  # the reason
+    assert "eddy checkpoints delete stale" in message  # the fix
+    assert store.read_checkpoint("stale") is not None  # left for the user to decide
