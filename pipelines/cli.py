@@ -344,8 +344,11 @@ def cmd_checkpoints(args: argparse.Namespace, settings: Settings, console: Conso
     secret = project_secret(settings.secret, settings.home)
     with running_services(settings) as services, StateStore(services.state_url, retry_timeout_s=10.0) as store:
         if args.checkpoints_command == "list":
-            for pipeline in store.checkpoint_pipelines():
+            pipelines = store.checkpoint_pipelines()
+            for pipeline in pipelines:
                 print(json.dumps(_checkpoint_summary(store, pipeline, secret)))
+            if not pipelines:
+                console.print(f"no pipeline has a checkpoint in {store!r}", highlight=False, soft_wrap=True)
             return 0
         missing = [name for name in args.pipelines if store.read_checkpoint(name) is None]
         if missing:
