@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,18 @@ def test_checkpoints_list_says_which_a_worker_can_restore_and_delete_removes_the
     assert "starts afresh from the beginning" in capsys.readouterr().err
     assert store.read_checkpoint("cli-ckpt-foreign") is None and store.read_offsets("cli-ckpt-foreign") == {}
     assert "cli-ckpt-foreign" not in store.checkpoint_pipelines() and "cli-ckpt-ok" in store.checkpoint_pipelines()
+
+
+def test_checkpoints_list_on_a_store_without_any_says_so(
+    env: dict[str, str],
+    eddy_redis_factory: Callable[[], ServiceProcess],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EDDY_STATE", eddy_redis_factory().url)
+    assert main(["checkpoints", "list"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no pipeline has a checkpoint" in captured.err
 
 
 def test_up_status_down_share_embedded_services(tmp_path: Path) -> None:
