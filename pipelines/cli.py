@@ -350,7 +350,7 @@ def cmd_checkpoints(args: argparse.Namespace, settings: Settings, console: Conso
             if not pipelines:
                 console.print(f"no pipeline has a checkpoint in {store!r}", highlight=False, soft_wrap=True)
             return 0
-        missing = [name for name in args.pipelines if store.read_checkpoint(name) is None]
+        missing = sorted(set(args.pipelines) - set(store.checkpoint_pipelines()))
         if missing:
             raise ValueError(
                 f"no checkpoint of {', '.join(map(repr, missing))}; `eddy checkpoints list` shows the pipelines that "

@@ -53,7 +53,6 @@ from pipelines.serialization import dump_state, load_state
 from pipelines.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
-
 PUBLISHING = (
     LearnerOperator,
     SequenceOperator,

@@ -213,7 +213,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then write final checkpoints and stop the Faust app. Raises the
-        :class:`~pipelines.runtime.CheckpointError` of a pipeline whose checkpoint could not be restored, after
+        :class:`~connectors.state.CheckpointError` of a pipeline whose checkpoint could not be restored, after
         stopping."""
         self._stop = stop
         for runner in self.runners:
