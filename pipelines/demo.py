@@ -262,11 +262,13 @@ async def run_demo(services: ResolvedServices, options: DemoOptions, secret: byt
                 stop.set()
     sources_stop.set()
     stop.set()
-    await run
-    await dashboard
-    producer.join(timeout=10)
-    feed.join(timeout=30)
-    recommender.join(timeout=60)
+    try:
+        await run  # raises what stopped the worker, e.g. a checkpoint it cannot restore
+    finally:  # the sources' threads end before the interpreter does, also when the worker failed
+        await dashboard
+        producer.join(timeout=10)
+        feed.join(timeout=30)
+        recommender.join(timeout=60)
     for status in worker.status():
         scores = ", ".join(f"{name} {value:.3f}" for name, value in status.scores.items())
         console.print(

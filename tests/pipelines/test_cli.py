@@ -207,6 +207,31 @@ def test_demo_runs_on_embedded_services_and_exits(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_demo_checkpoint_it_cannot_restore_stops_make_run_with_the_fix(tmp_path: Path) -> None:
+    """A checkpoint of another deployment (or an older learner) in the demo's Redis: the demo exits 2 with the
+    reason and the command that removes it (it hung before; then, now and again, aborted at exit while a source
+    thread was still in torch: the demo now ends its threads on this path too)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    env["EDDY_HOME"] = str(tmp_path / "home")
+
+    def eddy(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([EDDY, *args], env=env, capture_output=True, text=True, timeout=240, check=False)
+
+    up = eddy("up")
+    assert up.returncode == 0, up.stderr
+    try:
+        state_url = next(line.split()[1] for line in up.stderr.splitlines() if line.startswith("state"))
+        stale = dump_state({"agent": "from elsewhere"}, b"another deployment's secret")
+        StateStore(state_url).write_checkpoint(Checkpoint(pipeline="live-allocation", state=stale, events=42))
+        demo = eddy("demo", "--events", "3000", "--port", "0", "--dashboard-port", str(free_port()))
+        assert demo.returncode == 2, demo.stderr[-3000:]
+        assert "error: pipeline 'live-allocation': its checkpoint (42 events" in demo.stderr
+        assert "eddy checkpoints delete live-allocation" in demo.stderr
+    finally:
+        eddy("down")
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_a_terminal_stops_the_demo_cleanly(tmp_path: Path) -> None:
     """A terminal's Ctrl-C signals the whole foreground process group: the embedded services must outlive the
     worker's final checkpoint, so they run in groups of their own and the demo stops them itself."""
