@@ -41,6 +41,23 @@ def env(
     return {**os.environ, **values}
 
 
+def own_home(home: Path) -> dict[str, str]:
+    """This process's environment without any ``EDDY_`` setting but ``EDDY_HOME=home``: the CLI starts its own
+    embedded services there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    env["EDDY_HOME"] = str(home)
+    return env
+
+
+def eddy_command(env: dict[str, str], *, timeout_s: float) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs the ``eddy`` console script with ``env`` and returns what it printed and its exit code."""
+
+    def eddy(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([EDDY, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+    return eddy
+
+
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
@@ -167,11 +184,7 @@ def test_checkpoints_list_on_a_store_without_any_says_so(
 
 
 def test_up_status_down_share_embedded_services(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    env["EDDY_HOME"] = str(tmp_path / "home")
-
-    def eddy(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([EDDY, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    eddy = eddy_command(own_home(tmp_path / "home"), timeout_s=120)
 
     up = eddy("up")
     assert up.returncode == 0, up.stderr
@@ -191,16 +204,8 @@ def test_up_status_down_share_embedded_services(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_on_embedded_services_and_exits(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    env["EDDY_HOME"] = str(tmp_path / "home")
-    done = subprocess.run(
-        [EDDY, "demo", "--events", "3000", "--rate", "5000", "--port", "0", "--dashboard-port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    eddy = eddy_command(own_home(tmp_path / "home"), timeout_s=240)
+    done = eddy("demo", "--events", "3000", "--rate", "5000", "--port", "0", "--dashboard-port", str(free_port()))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stopped: 3,000 events" in done.stderr and "dashboard: http://127.0.0.1:" in done.stderr
     assert not (tmp_path / "home" / "broker.json").exists()  # the demo's own services were stopped
@@ -211,11 +216,7 @@ def test_a_demo_checkpoint_it_cannot_restore_stops_make_run_with_the_fix(tmp_pat
     """A checkpoint of another deployment (or an older learner) in the demo's Redis: the demo exits 2 with the
     reason and the command that removes it (it hung before; then, now and again, aborted at exit while a source
     thread was still in torch: the demo now ends its threads on this path too)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    env["EDDY_HOME"] = str(tmp_path / "home")
-
-    def eddy(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([EDDY, *args], env=env, capture_output=True, text=True, timeout=240, check=False)
+    eddy = eddy_command(own_home(tmp_path / "home"), timeout_s=240)
 
     up = eddy("up")
     assert up.returncode == 0, up.stderr
@@ -235,8 +236,7 @@ def test_a_demo_checkpoint_it_cannot_restore_stops_make_run_with_the_fix(tmp_pat
 def test_ctrl_c_in_a_terminal_stops_the_demo_cleanly(tmp_path: Path) -> None:
     """A terminal's Ctrl-C signals the whole foreground process group: the embedded services must outlive the
     worker's final checkpoint, so they run in groups of their own and the demo stops them itself."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    env["EDDY_HOME"] = str(tmp_path / "home")
+    env = own_home(tmp_path / "home")
     demo = subprocess.Popen(
         [EDDY, "demo", "--rate", "2000", "--port", "0", "--dashboard-port", str(free_port())],
         env=env,
